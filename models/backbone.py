@@ -1,0 +1,220 @@
+"""Build or load a frozen open_clip CLIP: the backbone every prompt learner and the service share.
+
+`pretrained` is an open_clip tag ("openai", "laion2b_s34b_b79k", ...), a local weights file (an
+open_clip/OpenAI state dict, or a clipserve `backbone` checkpoint), or None for random weights.
+Random weights are only ever used when asked for by passing None: a tag that cannot be downloaded
+or a file that is missing is an error, never a silent fallback.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import open_clip
+import torch
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+TINY_ARCHS = ("clipserve-tiny-vit", "clipserve-tiny-rn")
+PRECISIONS = ("fp32", "bf16", "fp16")
+RANDOM_WEIGHTS = "random"
+
+# Registering at import makes the tiny architectures usable by name wherever models/ is imported.
+open_clip.add_model_config(CONFIG_DIR)
+
+
+class BackboneError(RuntimeError):
+    """The backbone cannot be built as asked; the message says what to pass instead."""
+
+
+@dataclass(frozen=True)
+class BackboneIdentity:
+    """What a checkpoint must match to be used with a backbone: architecture and exact weights."""
+
+    arch: str
+    weights: str  # "tag:<open_clip tag>" | "sha256:<hex of the weights file>" | "random:seed=<n>"
+
+    def to_dict(self) -> dict[str, str]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> BackboneIdentity:
+        return cls(arch=str(data["arch"]), weights=str(data["weights"]))
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How raw images become model input; stored in checkpoints so serving matches training."""
+
+    image_size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    interpolation: str = "bicubic"
+    resize_mode: str = "shortest"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Backbone:
+    """A frozen CLIP in eval mode plus what callers need to know about it."""
+
+    model: open_clip.model.CLIP
+    tokenizer: open_clip.tokenizer.SimpleTokenizer
+    identity: BackboneIdentity
+    preprocessing: Preprocessing
+    precision: str
+    device: torch.device
+
+    @property
+    def embed_dim(self) -> int:
+        return int(self.model.visual.output_dim)
+
+    @property
+    def text_width(self) -> int:
+        return int(self.model.ln_final.weight.shape[0])
+
+    @property
+    def context_length(self) -> int:
+        return int(self.model.positional_embedding.shape[0])
+
+    @property
+    def logit_scale(self) -> float:
+        return float(self.model.logit_scale.detach().exp().item())
+
+    @property
+    def cast_dtype(self) -> torch.dtype:
+        return self.model.transformer.get_cast_dtype()
+
+    @torch.no_grad()
+    def encode_images(self, pixels: torch.Tensor) -> torch.Tensor:
+        """[B, 3, H, W] preprocessed pixels -> [B, D] normalised image features (fp32)."""
+        pixels = pixels.to(self.device, self.cast_dtype)
+        features = self.model.encode_image(pixels)
+        return torch.nn.functional.normalize(features.float(), dim=-1)
+
+
+def build_backbone(
+    arch: str,
+    pretrained: str | None,
+    precision: str = "fp32",
+    device: str | torch.device = "cpu",
+    seed: int = 0,
+) -> Backbone:
+    """Build a frozen CLIP. `pretrained=None` means random weights (seeded) and must be explicit."""
+    if precision not in PRECISIONS:
+        raise BackboneError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if arch not in open_clip.list_models():
+        raise BackboneError(
+            f"unknown architecture {arch!r}; open_clip knows e.g. ViT-B-32, ViT-B-16, ViT-L-14, "
+            f"RN50, and the tiny test models {', '.join(TINY_ARCHS)}"
+        )
+    torch.manual_seed(seed)
+    # open_clip casts linear/conv/attention weights to bf16/fp16 and keeps LayerNorms in fp32.
+    create = {"precision": precision, "device": device}
+    model, identity = _create_model(arch, pretrained, seed, create)
+    model.eval().requires_grad_(False)
+    return Backbone(
+        model=model,
+        tokenizer=_tokenizer(arch),
+        identity=identity,
+        preprocessing=_preprocessing(model),
+        precision=precision,
+        device=torch.device(device),
+    )
+
+
+def _create_model(
+    arch: str, pretrained: str | None, seed: int, create: dict[str, Any]
+) -> tuple[Any, BackboneIdentity]:
+    if pretrained is None or pretrained == RANDOM_WEIGHTS:
+        model = open_clip.create_model(arch, pretrained=None, **create)
+        return model, BackboneIdentity(arch, f"random:seed={seed}")
+    tags = open_clip.list_pretrained_tags_by_model(arch)
+    if pretrained in tags:
+        return _create_from_tag(arch, pretrained, create)
+    path = Path(pretrained)
+    if not path.is_file():
+        raise BackboneError(
+            f"weights not found: {pretrained!r} is neither an existing file nor a pretrained tag "
+            f"of {arch!r} (known tags: {', '.join(tags) or 'none'}). Pass the path of a local "
+            f"weights file (an open_clip .bin/.pt/.safetensors state dict, or a clipserve "
+            f"backbone checkpoint)."
+        )
+    return _create_from_file(arch, path, create)
+
+
+def _create_from_file(arch: str, path: Path, create: dict[str, Any]) -> tuple[Any, BackboneIdentity]:
+    model = open_clip.create_model(arch, pretrained=None, **create)
+    state = _backbone_checkpoint_state(arch, path)
+    try:
+        if state is not None:
+            model.load_state_dict(state, strict=True)
+        else:
+            open_clip.load_checkpoint(model, str(path), strict=True, weights_only=True)
+    except (RuntimeError, KeyError, ValueError) as error:
+        raise BackboneError(f"{path}: weights do not fit architecture {arch!r}: {error}") from error
+    return model, BackboneIdentity(arch, f"sha256:{file_sha256(path)}")
+
+
+def _backbone_checkpoint_state(arch: str, path: Path) -> dict[str, torch.Tensor] | None:
+    """The weights of a clipserve `backbone` checkpoint, or None for plain open_clip files."""
+    # Imported here because the checkpoint module itself imports BackboneIdentity from this one.
+    from models.checkpoint import is_clipserve_checkpoint, load_checkpoint
+
+    if path.suffix != ".safetensors" or not is_clipserve_checkpoint(path):
+        return None
+    checkpoint = load_checkpoint(path)
+    if checkpoint.header.kind != "backbone":
+        raise BackboneError(
+            f"{path} is a clipserve {checkpoint.header.kind!r} checkpoint, not a "
+            f"backbone; pass backbone weights as pretrained"
+        )
+    if checkpoint.header.backbone.arch != arch:
+        raise BackboneError(f"{path} holds a {checkpoint.header.backbone.arch!r} backbone, not {arch!r}")
+    return checkpoint.tensors
+
+
+def _create_from_tag(arch: str, tag: str, create: dict[str, Any]) -> tuple[Any, BackboneIdentity]:
+    try:
+        model = open_clip.create_model(arch, pretrained=tag, require_pretrained=True, **create)
+    except Exception as error:  # the hub client raises many types; all mean "could not fetch"
+        raise BackboneError(
+            f"could not fetch pretrained weights {arch!r}/{tag!r} ({type(error).__name__}); "
+            f"without network access, download the weights file elsewhere and pass its local "
+            f"path as pretrained (e.g. --pretrained /models/{arch}-{tag}.safetensors)"
+        ) from error
+    return model, BackboneIdentity(arch, f"tag:{tag}")
+
+
+def _tokenizer(arch: str) -> open_clip.tokenizer.SimpleTokenizer:
+    tokenizer = open_clip.get_tokenizer(arch)
+    if not isinstance(tokenizer, open_clip.tokenizer.SimpleTokenizer):
+        raise BackboneError(
+            f"{arch!r} uses {type(tokenizer).__name__}; clipserve supports "
+            f"CLIP's standard BPE text tower only"
+        )
+    return tokenizer
+
+
+def _preprocessing(model: Any) -> Preprocessing:
+    cfg = model.visual.preprocess_cfg
+    size = model.visual.image_size
+    return Preprocessing(
+        image_size=int(size[0] if isinstance(size, tuple | list) else size),
+        mean=tuple(float(v) for v in cfg["mean"]),  # type: ignore[arg-type]
+        std=tuple(float(v) for v in cfg["std"]),  # type: ignore[arg-type]
+        interpolation=str(cfg.get("interpolation", "bicubic")),
+        resize_mode=str(cfg.get("resize_mode", "shortest")),
+    )
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
