@@ -1,19 +1,44 @@
-"""The `clipserve` console command: one entry point whose sub-commands live in their packages."""
+"""The `clipserve` console command. Each sub-command lives in its own package module exposing
+`add_arguments(parser)` and `run(args) -> int`; modules are imported only when their command
+runs, so `clipserve train` never imports the web stack and `clipserve serve` never the trainer."""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
+
+# name -> (module, one-line help). Add a line here to add a command.
+COMMANDS: dict[str, tuple[str, str]] = {}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="clipserve", description="Serve and train adapted CLIP classifiers."
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module, summary) in COMMANDS.items():
+        sub = commands.add_parser(name, help=summary, description=summary)
+        sub.set_defaults(_module=module)
+        if name in _requested_commands():
+            importlib.import_module(module).add_arguments(sub)
+    return parser
+
+
+def _requested_commands() -> set[str]:
+    # Only the command being run (or asked for --help) imports its module to declare options.
+    return {arg for arg in sys.argv[1:] if arg in COMMANDS}
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="clipserve", description=__doc__)
-    parser.add_subparsers(dest="command", metavar="COMMAND")
-    args = parser.parse_args(argv)
+    if argv is not None:
+        sys.argv = [sys.argv[0], *argv]
+    parser = build_parser()
+    args = parser.parse_args(sys.argv[1:])
     if args.command is None:
         parser.print_help()
         return 0
-    return 0
+    return int(importlib.import_module(args._module).run(args))
 
 
 if __name__ == "__main__":
