@@ -9,7 +9,9 @@ import importlib
 import sys
 
 # name -> (module, one-line help). Add a line here to add a command.
-COMMANDS: dict[str, tuple[str, str]] = {}
+COMMANDS: dict[str, tuple[str, str]] = {
+    "serve": ("service.cli", "Serve /classify over HTTP (FastAPI + uvicorn)."),
+}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,68 @@
+"""The /classify data path, as one function (DESIGN.md, "The data path of one /classify request")."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+
+from service.errors import DeadlineExceeded
+from service.metrics import Metrics
+from service.parse import ClassifyInput
+from service.runtime import Runtime
+
+
+async def classify(rt: Runtime, request: ClassifyInput) -> dict[str, Any]:
+    """request -> decode -> resize -> batcher (normalise on device, shared image encoder, cosine
+    against the cached class matrix) -> softmax -> top-k -> response naming the version used."""
+    try:
+        async with asyncio.timeout(rt.settings.request_timeout_s):
+            with rt.registry.acquire(request.model) as version:  # held until we answer
+                version.check(request.labels, request.templates)
+                labels = request.labels or version.classnames
+                templates = request.templates or (rt.zeroshot_templates if version.learner is None else ())
+                with stage(rt.metrics, "decode"):
+                    pixels = await rt.decoder.decode(request.images)  # [N, 3, S, S] uint8
+                with stage(rt.metrics, "text"):
+                    classes = (  # [C, D] on the device; labels when the text side needs the image
+                        tuple(labels)
+                        if version.image_conditioned
+                        else await rt.text.class_matrix(version, labels, templates)
+                    )
+                assert version.lane is not None
+                cosine = await version.lane.submit(pixels, classes)  # [N, C], CPU
+                with stage(rt.metrics, "score"):
+                    scores = torch.softmax(version.logit_scale * cosine, dim=-1)  # [N, C]
+                    results = top_k(scores, cosine, labels, request.top_k)
+                return {"model": version.ref(), "results": results}
+    except TimeoutError as error:
+        raise DeadlineExceeded(
+            f"no answer within request_timeout_s={rt.settings.request_timeout_s}"
+        ) from error
+
+
+def top_k(scores: torch.Tensor, cosine: torch.Tensor, labels: Sequence[str], k: int) -> list[dict[str, Any]]:
+    """Per image the k best labels, sorted by score."""
+    values, indices = scores.topk(min(k, scores.shape[1]), dim=-1)  # [N, k]
+    return [
+        {
+            "predictions": [
+                {"label": labels[j], "score": float(v), "cosine": float(cosine[i, j])}
+                for v, j in zip(values[i].tolist(), indices[i].tolist(), strict=True)
+            ]
+        }
+        for i in range(len(scores))
+    ]
+
+
+@contextmanager
+def stage(metrics: Metrics, name: str) -> Iterator[None]:
+    started = time.monotonic()
+    try:
+        yield
+    finally:
+        metrics.stage_duration.labels(stage=name).observe(time.monotonic() - started)

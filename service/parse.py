@@ -1,0 +1,211 @@
+"""/classify request bodies -> ClassifyInput, with every request limit checked on the way in.
+
+Three content types: multipart/form-data (repeated `images` files, `labels`, `templates`; `model`,
+`top_k`), application/json (base64 images), and a raw image body (image/*) with the other
+fields as query parameters. The body is counted while it streams, so an oversized upload is
+refused at `max_body_bytes` instead of after buffering it.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import AsyncGenerator
+from dataclasses import dataclass
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+from starlette.datastructures import UploadFile
+from starlette.formparsers import MultiPartException, MultiPartParser
+from starlette.requests import Request
+
+from models.zeroshot import resolve_templates
+from service.errors import BadInput, Invalid, TooLarge, UnsupportedMedia
+from service.settings import Settings
+
+CONTENT_TYPES = "multipart/form-data, application/json or an image/* body"
+
+
+class ClassifyJSON(BaseModel):
+    """The JSON form of a /classify request."""
+
+    model_config = ConfigDict(extra="forbid")
+    images: list[str]  # base64, optionally as data: URIs
+    labels: list[str] | None = None
+    model: str | None = None
+    top_k: int | None = None
+    templates: list[str] | None = None
+
+
+@dataclass
+class ClassifyInput:
+    images: list[bytes]
+    labels: list[str] | None
+    model: str | None
+    top_k: int
+    templates: tuple[str, ...] | None
+
+
+async def parse_classify(request: Request, settings: Settings) -> ClassifyInput:
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type == "multipart/form-data":
+        return await _parse_multipart(request, settings)
+    if content_type == "application/json":
+        return _parse_json(await read_body(request, settings.max_body_bytes), settings)
+    if content_type.startswith("image/"):
+        return _parse_raw(request, await read_body(request, settings.max_body_bytes), settings)
+    raise UnsupportedMedia(f"content type {content_type or 'missing'!r}: send {CONTENT_TYPES}")
+
+
+async def _limited_stream(request: Request, limit: int) -> AsyncGenerator[bytes, None]:
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise TooLarge(f"request body of {declared} bytes exceeds max_body_bytes={limit}")
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise TooLarge(f"request body exceeds max_body_bytes={limit}")
+        yield chunk
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    return b"".join([chunk async for chunk in _limited_stream(request, limit)])
+
+
+async def _parse_multipart(request: Request, settings: Settings) -> ClassifyInput:
+    parser = MultiPartParser(
+        request.headers,
+        _limited_stream(request, settings.max_body_bytes),
+        max_files=settings.max_images,
+        max_fields=settings.max_labels + settings.max_templates + 2,
+        max_part_size=max(1024 * 1024, settings.max_label_chars * 4),
+    )
+    try:
+        form = await parser.parse()
+    except MultiPartException as error:
+        if "Too many files" in error.message:
+            raise TooLarge(f"more than max_images={settings.max_images} images in one request") from error
+        if "Too many fields" in error.message:
+            raise Invalid(
+                f"too many form fields: at most max_labels={settings.max_labels} labels and "
+                f"max_templates={settings.max_templates} templates"
+            ) from error
+        raise BadInput(f"malformed multipart body: {error.message}") from error
+    try:
+        images = [await part.read() for part in form.getlist("images") if isinstance(part, UploadFile)]
+        if len(images) != len(form.getlist("images")):
+            raise BadInput("`images` parts must be files (filename set), not plain fields")
+        fields = {key: [v for v in form.getlist(key) if isinstance(v, str)] for key in form}
+    finally:
+        await form.close()
+    unknown = set(fields) - {"images", "labels", "model", "top_k", "templates"}
+    if unknown:
+        raise Invalid(f"unknown form fields: {', '.join(sorted(unknown))}")
+    return _validated(
+        settings,
+        images,
+        fields.get("labels") or None,
+        _single(fields, "model"),
+        _single(fields, "top_k"),
+        fields.get("templates") or None,
+    )
+
+
+def _parse_json(body: bytes, settings: Settings) -> ClassifyInput:
+    try:
+        payload = ClassifyJSON.model_validate(json.loads(body))
+    except json.JSONDecodeError as error:
+        raise BadInput(f"body is not valid JSON: {error}") from error
+    except ValidationError as error:
+        raise Invalid(_summarise(error)) from error
+    if len(payload.images) > settings.max_images:
+        raise TooLarge(f"{len(payload.images)} images exceed max_images={settings.max_images}")
+    images = [_b64(image, i) for i, image in enumerate(payload.images)]
+    top_k = None if payload.top_k is None else str(payload.top_k)
+    return _validated(settings, images, payload.labels, payload.model, top_k, payload.templates)
+
+
+def _parse_raw(request: Request, body: bytes, settings: Settings) -> ClassifyInput:
+    query = request.query_params
+    return _validated(
+        settings,
+        [body],
+        query.getlist("labels") or None,
+        query.get("model"),
+        query.get("top_k"),
+        query.getlist("templates") or None,
+    )
+
+
+def _single(fields: dict[str, list[str]], key: str) -> str | None:
+    values = fields.get(key) or []
+    if len(values) > 1:
+        raise Invalid(f"field {key!r} given {len(values)} times; give it once")
+    return values[0] if values else None
+
+
+def _b64(data: str, index: int) -> bytes:
+    if data.startswith("data:"):
+        data = data.partition(",")[2]
+    try:
+        return base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError) as error:
+        raise BadInput(f"image {index}: not valid base64 ({error})") from error
+
+
+def _validated(
+    settings: Settings,
+    images: list[bytes],
+    labels: list[str] | None,
+    model: str | None,
+    top_k: str | None,
+    templates: list[str] | None,
+) -> ClassifyInput:
+    if not images:
+        raise Invalid("at least one image is required (`images`)")
+    if len(images) > settings.max_images:
+        raise TooLarge(f"{len(images)} images exceed max_images={settings.max_images}")
+    if labels is not None:
+        _check_labels(labels, settings)
+    resolved = None
+    if templates is not None:
+        if len(templates) > settings.max_templates:
+            raise Invalid(f"{len(templates)} templates exceed max_templates={settings.max_templates}")
+        try:
+            resolved = resolve_templates(templates[0] if len(templates) == 1 else templates)
+        except ValueError as error:
+            raise Invalid(str(error)) from error
+    return ClassifyInput(images, labels, model or None, _top_k(top_k, settings), resolved)
+
+
+def _check_labels(labels: list[str], settings: Settings) -> None:
+    if len(labels) > settings.max_labels:
+        raise Invalid(f"{len(labels)} labels exceed max_labels={settings.max_labels}")
+    for label in labels:
+        if not label.strip():
+            raise Invalid("labels must not be empty")
+        if len(label) > settings.max_label_chars:
+            raise Invalid(
+                f"label {label[:40]!r}... has {len(label)} characters; "
+                f"max_label_chars={settings.max_label_chars}"
+            )
+    if len(set(labels)) != len(labels):
+        raise Invalid("labels must be unique")
+
+
+def _top_k(value: str | None, settings: Settings) -> int:
+    if value is None:
+        return settings.default_top_k
+    try:
+        top_k = int(value)
+    except ValueError as error:
+        raise Invalid(f"top_k must be a positive integer, got {value!r}") from error
+    if top_k < 1:
+        raise Invalid(f"top_k must be a positive integer, got {top_k}")
+    return top_k
+
+
+def _summarise(error: ValidationError) -> str:
+    problems = [f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in error.errors()[:5]]
+    return "invalid JSON request: " + "; ".join(problems)

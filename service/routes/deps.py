@@ -1,0 +1,36 @@
+"""Shared route dependencies: the app state, a ready runtime, and the admin bearer check."""
+
+from __future__ import annotations
+
+import hmac
+from typing import Annotated
+
+from fastapi import Depends
+from starlette.requests import Request
+
+from service.errors import Forbidden, Unauthorized
+from service.runtime import Runtime, State
+
+
+def get_state(request: Request) -> State:
+    state: State = request.app.state.clipserve
+    return state
+
+
+def get_runtime(request: Request) -> Runtime:
+    return get_state(request).require_runtime()
+
+
+def require_admin(request: Request) -> None:
+    token = get_state(request).settings.admin_token
+    if token is None:
+        raise Forbidden("admin routes are disabled: set CLIPSERVE_ADMIN_TOKEN to enable them")
+    scheme, _, given = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not given:
+        raise Unauthorized("admin routes need 'Authorization: Bearer <token>'")
+    if not hmac.compare_digest(given.encode(), token.get_secret_value().encode()):
+        raise Unauthorized("wrong admin token")
+
+
+RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+StateDep = Annotated[State, Depends(get_state)]

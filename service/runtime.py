@@ -1,0 +1,166 @@
+"""Everything a request needs, built once at start-up (off the event loop) and torn down at exit.
+
+`State` is what the app holds from the first moment: settings, metrics, readiness. `Runtime` exists
+only once the backbone, the lanes and the models are loaded and warmed; until then every model
+route answers 503 and /health/ready says why.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+
+import torch
+
+from models.backbone import Backbone, build_backbone
+from models.zeroshot import resolve_templates
+from service.backends import ImageEncoder, TorchImageEncoder, resolve_device, resolve_precision
+from service.batcher import BatchConfig, Batcher
+from service.decode import DecodeLimits, Decoder
+from service.errors import NotReady
+from service.metrics import Metrics
+from service.registry import Registry
+from service.settings import ZEROSHOT_MODEL, Settings
+from service.text_cache import TextCache
+from service.watcher import Watcher
+
+log = logging.getLogger("clipserve")
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    metrics: Metrics
+    backbone: Backbone
+    decoder: Decoder
+    batcher: Batcher
+    text: TextCache
+    registry: Registry
+    zeroshot_templates: tuple[str, ...]
+    watcher: Watcher | None = None
+
+    async def close(self) -> None:
+        if self.watcher is not None:
+            await self.watcher.close()
+        await self.registry.close()
+        await self.batcher.close()
+        self.decoder.close()
+        self.text.close()
+
+
+@dataclass
+class State:
+    settings: Settings
+    metrics: Metrics = field(default_factory=Metrics)
+    runtime: Runtime | None = None
+    draining: bool = False
+    error: str | None = None
+    task: asyncio.Task[None] | None = None
+
+    @property
+    def ready(self) -> bool:
+        return self.runtime is not None and not self.draining
+
+    def require_runtime(self) -> Runtime:
+        if self.runtime is None:
+            raise NotReady(self.error or "models are still loading")
+        return self.runtime
+
+    def start(self) -> None:
+        self.task = asyncio.get_running_loop().create_task(self._start())
+
+    async def _start(self) -> None:
+        try:
+            self.runtime = await start_runtime(self.settings, self.metrics)
+        except Exception as error:
+            self.error = f"start-up failed: {error}"
+            log.exception("start-up failed")
+        else:
+            log.info("ready: %s", ", ".join(self.runtime.registry.active))
+
+    async def stop(self) -> None:
+        if self.task is not None and not self.task.done():
+            self.task.cancel()
+            await asyncio.gather(self.task, return_exceptions=True)
+        if self.runtime is not None:
+            await self.runtime.close()
+            self.runtime = None
+
+
+async def start_runtime(settings: Settings, metrics: Metrics) -> Runtime:
+    templates = resolve_templates(settings.zeroshot_templates)
+    backbone = await asyncio.to_thread(load_backbone, settings)
+    encoder = build_image_encoder(settings, backbone)
+    limits = DecodeLimits(settings.max_image_pixels, tuple(settings.image_formats))
+    config = BatchConfig(settings.max_batch_size, settings.max_wait_ms / 1000, settings.max_queue_images)
+    batcher = Batcher(encoder, backbone.preprocessing, backbone.device, config, metrics)
+    text = TextCache(settings.text_cache_entries, metrics)
+    registry = Registry(backbone, batcher, text, metrics)
+    runtime = Runtime(
+        settings=settings,
+        metrics=metrics,
+        backbone=backbone,
+        decoder=Decoder(backbone.preprocessing, limits, settings.decode_threads),
+        batcher=batcher,
+        text=text,
+        registry=registry,
+        zeroshot_templates=templates,
+    )
+    try:
+        registry.add_zeroshot()
+        await load_checkpoint_dir(runtime)
+        if settings.default_model != ZEROSHOT_MODEL:
+            registry.set_default(settings.default_model)
+        if settings.warmup:
+            await warm_up(runtime)
+        if runtime.watcher is not None and settings.watch:
+            runtime.watcher.start()
+    except BaseException:
+        await runtime.close()
+        raise
+    return runtime
+
+
+def load_backbone(settings: Settings) -> Backbone:
+    device = resolve_device(settings.device)
+    precision = resolve_precision(settings.precision, device)
+    if settings.random_weights:
+        log.warning(
+            "pretrained=random: %s has RANDOM weights (seed %d); its answers are meaningless",
+            settings.arch,
+            settings.seed,
+        )
+    pretrained = None if settings.random_weights else settings.pretrained
+    backbone = build_backbone(settings.arch, pretrained, precision, device, seed=settings.seed)
+    log.info("backbone %s (%s) on %s in %s", settings.arch, backbone.identity.weights, device, precision)
+    return backbone
+
+
+def build_image_encoder(settings: Settings, backbone: Backbone) -> ImageEncoder:
+    if settings.backend == "onnx":
+        from service.onnx_backend import build_onnx_encoder
+
+        return build_onnx_encoder(settings, backbone)
+    return TorchImageEncoder(backbone)
+
+
+async def load_checkpoint_dir(runtime: Runtime) -> None:
+    directory = runtime.settings.checkpoint_dir
+    if directory is None:
+        return
+    if not directory.is_dir():
+        raise FileNotFoundError(f"checkpoint_dir {directory} is not a folder")
+    runtime.watcher = Watcher(directory, runtime.registry, runtime.settings.watch_interval_s)
+    await runtime.watcher.scan()  # refused files are logged and listed; the rest serve
+
+
+async def warm_up(runtime: Runtime) -> None:
+    """Run the shared lane at batch 1 and at max batch, and the text path once, before ready."""
+    size = runtime.backbone.preprocessing.image_size
+    target = torch.zeros(1, runtime.backbone.embed_dim, device=runtime.backbone.device)
+    for batch in sorted({1, runtime.settings.max_batch_size}):
+        pixels = torch.zeros(batch, 3, size, size, dtype=torch.uint8)
+        await runtime.batcher.shared.warm(pixels, target)
+    zeroshot = runtime.registry.resolve(ZEROSHOT_MODEL)
+    await asyncio.to_thread(zeroshot.encode_labels, ["warm-up"], runtime.zeroshot_templates)

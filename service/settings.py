@@ -1,0 +1,97 @@
+"""All service settings in one pydantic-settings class: env vars CLIPSERVE_<NAME>, or CLI flags.
+
+Precedence: CLI flag > environment > default. `clipserve serve --help` lists every field.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+RANDOM_WEIGHTS = "random"
+ZEROSHOT_MODEL = "zeroshot"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CLIPSERVE_", extra="forbid")
+
+    # -- network
+    host: str = Field(default="127.0.0.1", description="interface to listen on")
+    port: int = Field(default=8000, description="TCP port")
+
+    # -- backbone
+    arch: str = Field(default="ViT-B-16", description="open_clip architecture, e.g. ViT-B-16")
+    pretrained: str = Field(
+        default="openai",
+        description="open_clip pretrained tag, a local weights file, or 'random' (meaningless answers; "
+        "for the tiny test models)",
+    )
+    seed: int = Field(default=0, description="seed of random weights (only with pretrained=random)")
+    device: str = Field(default="auto", description="'auto' (cuda if available), 'cpu', 'cuda', 'cuda:1' ...")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        default="auto", description="'auto' = bf16 on CUDA, fp32 on CPU"
+    )
+    backend: Literal["torch", "onnx"] = Field(default="torch", description="image-encoder backend")
+    onnx_path: Path | None = Field(
+        default=None, description="exported image encoder for backend=onnx; exported at start-up when missing"
+    )
+
+    # -- checkpoints
+    checkpoint_dir: Path | None = Field(
+        default=None,
+        description="folder of *.safetensors checkpoints; each file is a model named by its stem",
+    )
+    watch: bool = Field(default=True, description="load new or replaced files of checkpoint_dir")
+    watch_interval_s: float = Field(default=1.0, gt=0, description="seconds between folder scans")
+    default_model: str = Field(default=ZEROSHOT_MODEL, description="model used when a request names none")
+    zeroshot_templates: str = Field(
+        default="photo", description="template set of the built-in zeroshot model when a request gives none"
+    )
+    admin_token: SecretStr | None = Field(
+        default=None, description="bearer token for /admin routes; unset = admin disabled (env only)"
+    )
+
+    # -- batching and backpressure
+    max_batch_size: int = Field(default=32, ge=1, description="images per image-encoder pass")
+    max_wait_ms: float = Field(default=5.0, ge=0, description="how long a batch waits to fill")
+    max_queue_images: int = Field(default=512, ge=1, description="images queued per lane before 429")
+    request_timeout_s: float = Field(default=10.0, gt=0, description="per-request deadline; past it 504")
+
+    # -- request limits
+    max_body_bytes: int = Field(default=32 * 1024 * 1024, ge=1, description="request body size (413)")
+    max_images: int = Field(default=32, ge=1, description="images per request (413)")
+    max_image_pixels: int = Field(default=40_000_000, ge=1, description="pixels per image (413; bombs)")
+    max_labels: int = Field(default=1000, ge=1, description="labels per request (422)")
+    max_label_chars: int = Field(default=200, ge=1, description="characters per label (422)")
+    max_templates: int = Field(default=100, ge=1, description="templates per request (422)")
+    image_formats: Annotated[list[str], NoDecode] = Field(
+        default=["JPEG", "PNG", "WEBP", "BMP", "GIF"], description="accepted Pillow formats (others 415)"
+    )
+    default_top_k: int = Field(default=5, ge=1, description="predictions per image when top_k is not given")
+
+    # -- caches and threads
+    text_cache_entries: int = Field(default=100_000, ge=1, description="LRU size of label embeddings")
+    decode_threads: int = Field(default=4, ge=1, description="Pillow decode threads")
+
+    # -- lifecycle
+    warmup: bool = Field(default=True, description="run every lane once before reporting ready")
+    drain_grace_s: float = Field(
+        default=2.0, ge=0, description="after SIGTERM: not ready but still serving, so balancers move away"
+    )
+    drain_timeout_s: float = Field(default=30.0, ge=0, description="then in-flight requests get this long")
+
+    @field_validator("image_formats", mode="before")
+    @classmethod
+    def _split_formats(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = [part for part in value.replace(",", " ").split() if part]
+        if isinstance(value, list):
+            return [str(part).upper() for part in value]
+        return value
+
+    @property
+    def random_weights(self) -> bool:
+        return self.pretrained == RANDOM_WEIGHTS
