@@ -3,11 +3,23 @@
 METHODS is the one registry: the training CLI, the service and the contract tests all read it.
 """
 
-from models.prompts.base import Batch, LearnerConfig, PromptLearner
+from models.prompts.base import Batch, LearnerConfig, PromptLearner, UnsupportedBackboneError
+from models.prompts.cocoop import CoCoOp, CoCoOpConfig
 from models.prompts.coop import CoOp, CoOpConfig
 
 METHODS: dict[str, type[PromptLearner]] = {
     CoOp.method: CoOp,
+    CoCoOp.method: CoCoOp,
 }
 
-__all__ = ["METHODS", "Batch", "CoOp", "CoOpConfig", "LearnerConfig", "PromptLearner"]
+__all__ = [
+    "METHODS",
+    "Batch",
+    "CoCoOp",
+    "CoCoOpConfig",
+    "CoOp",
+    "CoOpConfig",
+    "LearnerConfig",
+    "PromptLearner",
+    "UnsupportedBackboneError",
+]
