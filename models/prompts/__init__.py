@@ -6,10 +6,12 @@ METHODS is the one registry: the training CLI, the service and the contract test
 from models.prompts.base import Batch, LearnerConfig, PromptLearner, UnsupportedBackboneError
 from models.prompts.cocoop import CoCoOp, CoCoOpConfig
 from models.prompts.coop import CoOp, CoOpConfig
+from models.prompts.maple import MaPLe, MaPLeConfig
 
 METHODS: dict[str, type[PromptLearner]] = {
     CoOp.method: CoOp,
     CoCoOp.method: CoCoOp,
+    MaPLe.method: MaPLe,
 }
 
 __all__ = [
@@ -20,6 +22,8 @@ __all__ = [
     "CoOp",
     "CoOpConfig",
     "LearnerConfig",
+    "MaPLe",
+    "MaPLeConfig",
     "PromptLearner",
     "UnsupportedBackboneError",
 ]
