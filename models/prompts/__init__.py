@@ -6,12 +6,14 @@ METHODS is the one registry: the training CLI, the service and the contract test
 from models.prompts.base import Batch, LearnerConfig, PromptLearner, UnsupportedBackboneError
 from models.prompts.cocoop import CoCoOp, CoCoOpConfig
 from models.prompts.coop import CoOp, CoOpConfig
+from models.prompts.gopro import GOPro, GOProConfig
 from models.prompts.maple import MaPLe, MaPLeConfig
 
 METHODS: dict[str, type[PromptLearner]] = {
     CoOp.method: CoOp,
     CoCoOp.method: CoCoOp,
     MaPLe.method: MaPLe,
+    GOPro.method: GOPro,
 }
 
 __all__ = [
@@ -21,6 +23,8 @@ __all__ = [
     "CoCoOpConfig",
     "CoOp",
     "CoOpConfig",
+    "GOPro",
+    "GOProConfig",
     "LearnerConfig",
     "MaPLe",
     "MaPLeConfig",
