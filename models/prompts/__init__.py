@@ -8,16 +8,19 @@ from models.prompts.cocoop import CoCoOp, CoCoOpConfig
 from models.prompts.coop import CoOp, CoOpConfig
 from models.prompts.gopro import GOPro, GOProConfig
 from models.prompts.maple import MaPLe, MaPLeConfig
+from models.prompts.ship import SHIP, SHIPConfig
 
 METHODS: dict[str, type[PromptLearner]] = {
     CoOp.method: CoOp,
     CoCoOp.method: CoCoOp,
     MaPLe.method: MaPLe,
     GOPro.method: GOPro,
+    SHIP.method: SHIP,
 }
 
 __all__ = [
     "METHODS",
+    "SHIP",
     "Batch",
     "CoCoOp",
     "CoCoOpConfig",
@@ -29,5 +32,6 @@ __all__ = [
     "MaPLe",
     "MaPLeConfig",
     "PromptLearner",
+    "SHIPConfig",
     "UnsupportedBackboneError",
 ]
