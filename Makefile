@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test test-gpu lint serve bench-text clean
+.PHONY: install test test-gpu lint serve bench-text bench-train-step clean
 
 install: $(STAMP)
 
@@ -31,6 +31,9 @@ serve: install
 
 bench-text: install
 	$(BIN)/python bench/text_truncation.py --out docs/PERFORMANCE-text.md
+
+bench-train-step: install
+	$(BIN)/python bench/train_step.py --out docs/PERFORMANCE-train-step.md
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
