@@ -81,7 +81,9 @@ class LearnerConfig:
 
     n_ctx: int = 16
     ctx_init: str | None = None
-    text_chunk: int = 1024  # classes per text-encoder call at inference, to bound memory
+    # Text sequences per text-encoder call at inference (classes; for image-conditioned methods,
+    # image x class pairs), so memory is bounded by the chunk, not by the number of classes.
+    text_chunk: int = 1024
 
 
 class PromptLearner(nn.Module):
