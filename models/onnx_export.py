@@ -59,6 +59,7 @@ def export_image_encoder(
     module.eval()
     example = torch.zeros(2, 3, image_size, image_size, device=_device_of(module))
     batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
+    path.parent.mkdir(parents=True, exist_ok=True)
     temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         with torch.no_grad(), _quiet_exporter():

@@ -36,7 +36,7 @@ class SetResult:
     def accuracy(self) -> float:
         if len(self.labels) == 0:
             return float("nan")
-        return 100.0 * float((self.predictions == self.labels).float().mean())
+        return 100.0 * int((self.predictions == self.labels).sum()) / len(self.labels)
 
     def confusion(self) -> torch.Tensor:
         """[C, C] counts; row = true class, column = predicted class."""
@@ -45,10 +45,12 @@ class SetResult:
         return torch.bincount(flat, minlength=n * n).view(n, n)
 
     def per_class_accuracy(self) -> list[float]:
-        confusion = self.confusion().float()
+        confusion = self.confusion()
         totals = confusion.sum(dim=1)
         correct = confusion.diag()
-        return [100.0 * float(c / t) if t > 0 else float("nan") for c, t in zip(correct, totals, strict=True)]
+        return [
+            100.0 * int(c) / int(t) if t > 0 else float("nan") for c, t in zip(correct, totals, strict=True)
+        ]
 
 
 @torch.no_grad()

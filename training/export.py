@@ -45,6 +45,7 @@ def export_checkpoint(
     provenance = dict(read_header(checkpoint).provenance)
     provenance["exported"] = {"from": str(checkpoint), "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     result = ExportResult(checkpoint=Path(out))
+    result.checkpoint.parent.mkdir(parents=True, exist_ok=True)
     if onnx is not None:
         result.onnx, result.onnx_max_difference = export_onnx(learner, Path(onnx), check_onnx)
         provenance["onnx"] = {

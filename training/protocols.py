@@ -156,5 +156,7 @@ def _unique(name: str, taken: dict[str, Any]) -> str:
     return candidate
 
 
-def is_finite(value: float) -> bool:
-    return not (math.isnan(value) or math.isinf(value))
+def _mean_or_none(values: Sequence[float]) -> float | None:
+    """A class without test images has no accuracy: None in the report (JSON has no NaN)."""
+    finite = [v for v in values if not math.isnan(v)]
+    return statistics.fmean(finite) if finite else None

@@ -43,7 +43,7 @@ def write_plots(evaluation: Evaluation, out_dir: Path, metrics_files: dict[str, 
         per_class = summary.to_dict()["per_class_accuracy"]
         figures[f"{name}: per-class accuracy"] = plot_per_class_accuracy(
             classnames,
-            list(per_class.values()),
+            [v if v is not None else 0.0 for v in per_class.values()],
             f"{name}: per-class accuracy (mean over checkpoints)",
             out_dir / f"per_class_{_slug(name)}.png",
         )

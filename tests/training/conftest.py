@@ -3,6 +3,8 @@ class, so the tiny random CLIP can tell them apart a little), with one corrupt f
 
 from __future__ import annotations
 
+import multiprocessing
+import multiprocessing.context
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -40,6 +42,17 @@ def _one_intra_op_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def process_context() -> multiprocessing.context.BaseContext:
+    """Child processes for the two-process and kill tests. A plain fork of the test process fails
+    once it has run backward (autograd's threads do not survive fork), and spawn re-imports torch
+    and open_clip per child (~15 s each on a busy 2-core machine); a forkserver that imported them
+    once, before any autograd ran, forks children that start at once and may train."""
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["torch", "open_clip", "training.pipeline", "tests.training.conftest"])
+    return context
 
 
 @pytest.fixture(scope="session")

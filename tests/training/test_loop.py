@@ -4,6 +4,11 @@ features when it may, resumes exactly, refuses a foreign state, and runs multi-s
 from __future__ import annotations
 
 import json
+import multiprocessing
+import multiprocessing.context
+import os
+import signal
+import time
 from pathlib import Path
 from typing import ClassVar
 
@@ -18,7 +23,7 @@ from training.data.batches import epoch_batches
 from training.distributed import DistContext
 from training.loop import StepInfo
 from training.metrics import read_metrics
-from training.pipeline import run_training
+from training.pipeline import TrainRequest, run_training
 from training.state import StateMismatchError
 
 
@@ -77,6 +82,37 @@ def test_killed_run_resumes_to_exactly_the_uninterrupted_result(
         for p in (full, resumed)
     ]
     assert losses[0] == losses[1]  # the cut-short epoch's records were dropped on resume
+
+
+def _train_slowly(request: TrainRequest) -> None:
+    torch.set_num_threads(1)
+    run_training(request, DistContext(), step_hook=lambda info: time.sleep(0.05))
+
+
+def test_sigkilled_process_resumes_to_exactly_the_uninterrupted_result(
+    image_folder: Path,
+    tmp_path: Path,
+    tiny_backbone: Backbone,
+    process_context: multiprocessing.context.BaseContext,
+) -> None:
+    hparams = {"epochs": 4, "batch_size": 4}
+    killed = tiny_request(image_folder, tmp_path / "killed", hparams=hparams)
+    child = process_context.Process(target=_train_slowly, args=(killed,))
+    child.start()
+    state = tmp_path / "killed" / "state.pt"
+    deadline = time.monotonic() + 60
+    while not (state.exists() and torch.load(state, weights_only=True)["next_epoch"] >= 2):
+        assert child.is_alive() and time.monotonic() < deadline, "the training process ended early"
+        time.sleep(0.01)
+    os.kill(child.pid, signal.SIGKILL)  # type: ignore[arg-type]
+    child.join()
+    assert child.exitcode == -signal.SIGKILL
+    resumed, result = run_training(killed, DistContext(), backbone=tiny_backbone)
+    assert 0 < result.epochs_run < 4
+    full, _ = run_training(
+        tiny_request(image_folder, tmp_path / "full", hparams=hparams), DistContext(), backbone=tiny_backbone
+    )
+    assert torch.equal(load_checkpoint(full).tensors["ctx"], load_checkpoint(resumed).tensors["ctx"])
 
 
 def test_resume_refuses_a_state_from_other_settings(
