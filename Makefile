@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test test-gpu lint serve bench-text clean
+.PHONY: install test test-gpu lint serve bench-text bench-train clean
 
 install: $(STAMP)
 
@@ -31,6 +31,10 @@ serve: install
 
 bench-text: install
 	$(BIN)/python bench/text_truncation.py --out docs/PERFORMANCE-text.md
+
+# On the GPU machine: CoOp 1,000 classes x 16 shots one epoch, MaPLe 5 epochs (issue 5 targets).
+bench-train: install
+	$(BIN)/python bench/train_epoch.py --json docs/PERFORMANCE-train.json --out docs/PERFORMANCE-train.md
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

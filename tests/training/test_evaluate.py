@@ -98,3 +98,30 @@ def test_report_has_json_markdown_and_plots(
         assert (tmp_path / "report" / name).read_bytes()[:4] == b"\x89PNG"
     markdown = (tmp_path / "report" / "report.md").read_text()
     assert "| test | 16 | 4 |" in markdown and "corrupt.jpg" in markdown
+
+
+def test_domain_shift_reports_the_source_apart_from_the_targets_average(
+    test_folder: Path, tiny_backbone: Backbone
+) -> None:
+    data = load_dataset(test_folder)
+    sketch, subset = (
+        data.select_classes([0, 1, 2, 3]),
+        data.select_classes([1, 3]),
+    )  # e.g. ImageNet-A: a subset
+    sketch.name, subset.name = "sketch", "subset"
+    accuracy = {data.name: 90, "sketch": 40, "subset": 60}
+    seen = {}
+
+    def evaluator(learner: CoOp, target) -> SetResult:  # type: ignore[no-untyped-def]
+        seen[target.name] = target.classnames
+        right = accuracy[target.name]
+        predictions = torch.cat([torch.zeros(right), torch.ones(100 - right)]).long()
+        return SetResult(target.name, target.classnames, torch.zeros(100, dtype=torch.long), predictions)
+
+    learner = _learner(tiny_backbone, data.classnames, 1)
+    sets, summary, notes = run_protocol(
+        "domain-shift", [learner], data, [sketch, subset], evaluator=evaluator
+    )
+    assert list(sets) == ["source", "sketch", "subset"] and notes == []
+    assert summary == {"source": 90.0, "sketch": 40.0, "subset": 60.0, "average": 50.0}
+    assert seen["subset"] == [data.classnames[1], data.classnames[3]]  # the subset's own class names

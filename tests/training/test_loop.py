@@ -17,7 +17,7 @@ import torch
 
 from models.backbone import Backbone
 from models.checkpoint import load_checkpoint
-from models.prompts import METHODS, CoOp
+from models.prompts import METHODS, CoOp, CoOpConfig
 from tests.training.conftest import tiny_request
 from training.data.batches import epoch_batches
 from training.distributed import DistContext
@@ -167,3 +167,27 @@ def test_multi_stage_learners_run_each_stage_with_its_own_epochs(
     assert result.epochs_run == 2
     stages = [r["stage"] for r in read_metrics(tmp_path / "run" / "metrics.jsonl") if r["event"] == "epoch"]
     assert stages == ["first", "second"]
+
+
+def test_gradient_clipping_bounds_each_update(
+    image_folder: Path, tmp_path: Path, tiny_backbone: Backbone
+) -> None:
+    hparams = {
+        "epochs": 1,
+        "batch_size": 4,
+        "warmup_epochs": 0,
+        "lr": 1.0,
+        "momentum": 0.0,
+        "weight_decay": 0.0,
+    }
+    moved = {}
+    for clip in (None, 1e-4):
+        request = tiny_request(image_folder, tmp_path / str(clip), hparams={**hparams, "max_grad_norm": clip})
+        path, _ = run_training(request, DistContext(), backbone=tiny_backbone)
+        torch.manual_seed(request.seed)
+        initial = CoOp(
+            tiny_backbone, load_checkpoint(path).header.classnames, CoOpConfig(n_ctx=4)
+        ).ctx.detach()
+        moved[clip] = float((load_checkpoint(path).tensors["ctx"] - initial).norm())
+    assert moved[1e-4] <= 4 * 1e-4 * 1.0001  # 4 steps of lr 1 x gradient norm <= 1e-4
+    assert moved[None] > 100 * moved[1e-4]

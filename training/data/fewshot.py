@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import random
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -56,12 +58,11 @@ def sample_few_shot(
         return data, record
     if shots < 1:
         raise ValueError(f"shots must be >= 1, got {shots}")
-    by_class: dict[int, list[str]] = {label: [] for label in range(len(data.keys))}
-    for r in data.records:
-        by_class[r.label].append(r.path)
+    orders = _shuffled_per_class(data, seed)
+    readable = _prechecked(readable, [p for order in orders.values() for p in order[:shots]])
     chosen: list[ImageRecord] = []
-    for label, paths in by_class.items():
-        picked = _draw(sorted(paths), shots, random.Random(f"{seed}:{data.keys[label]}"), readable, record)
+    for label, order in orders.items():
+        picked = _draw(order, shots, readable, record)
         if len(picked) < shots:
             record.short_classes[data.keys[label]] = len(picked)
             log.warning(
@@ -72,12 +73,27 @@ def sample_few_shot(
     return replace(data, records=chosen), record
 
 
-def _draw(
-    paths: list[str], shots: int, rng: random.Random, readable: Callable[[str], bool], record: FewShotRecord
-) -> list[str]:
-    rng.shuffle(paths)
+def _shuffled_per_class(data: LabeledImages, seed: int) -> dict[int, list[str]]:
+    by_class: dict[int, list[str]] = {label: [] for label in range(len(data.keys))}
+    for r in data.records:
+        by_class[r.label].append(r.path)
+    for label, paths in by_class.items():
+        paths.sort()
+        random.Random(f"{seed}:{data.keys[label]}").shuffle(paths)
+    return by_class
+
+
+def _prechecked(readable: Callable[[str], bool], likely: list[str]) -> Callable[[str], bool]:
+    """Check the first K candidates of every class in parallel (decoders release the GIL); the
+    rare replacement for an unreadable one is checked when the draw reaches it."""
+    with ThreadPoolExecutor(max_workers=min(32, os.cpu_count() or 1)) as pool:
+        known = dict(zip(likely, pool.map(readable, likely), strict=True))
+    return lambda path: known[path] if path in known else readable(path)
+
+
+def _draw(order: list[str], shots: int, readable: Callable[[str], bool], record: FewShotRecord) -> list[str]:
     picked: list[str] = []
-    for path in paths:
+    for path in order:
         if len(picked) == shots:
             break
         if readable(path):
