@@ -60,26 +60,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--test",
+        metavar="PATH",
         help="test image folder or CSV manifest (few-shot, base-to-new; the source set for domain-shift)",
     )
     parser.add_argument(
         "--classnames",
+        metavar="FILE",
         help="class-names file for --test (lines '<folder or label> <name>'); "
         "default: classnames.txt in the dataset's root, else the folder names",
     )
     parser.add_argument(
         "--target",
         dest="targets",
+        metavar="PATH",
         action="append",
         default=[],
         help="a target image folder or CSV manifest (cross-dataset, domain-shift); repeat for several",
     )
     parser.add_argument(
         "--target-classnames",
+        metavar="FILE",
         action="append",
         default=[],
         help="class-names file for each --target, in the same order (give none, or one per target)",
     )
+    _output_arguments(parser)
+
+
+def _output_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="directory for report.json, report.md and the plots")
     parser.add_argument(
         "--pretrained",

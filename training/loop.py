@@ -97,7 +97,7 @@ def train(
         metrics.truncate_to(*start)
         metrics.write("resume", stage_index=start[0], next_epoch=start[1])
     else:
-        metrics.truncate_to(0, 0)
+        metrics.reset()
         metrics.write("start", images=len(data), classes=len(data.keys), world_size=ctx.world_size)
     result = TrainResult()
     for stage_index, stage in enumerate(stage_names(learner)):

@@ -1,6 +1,7 @@
 """JSON-lines metrics: one object per line, flushed as written, so a killed run leaves a readable
-file. Only the main process writes. On resume, lines of the epoch that was cut short are dropped,
-so the file of a resumed run equals that of an uninterrupted one (up to timings)."""
+file. Only the main process writes. On resume, lines of the epoch that was cut short are dropped
+and a "resume" line is added, so the epoch and step records of a resumed run equal those of an
+uninterrupted one (up to timings)."""
 
 from __future__ import annotations
 
@@ -23,8 +24,13 @@ class MetricsLog:
         with self.path.open("a", encoding="utf-8") as handle:
             handle.write(json.dumps(record) + "\n")
 
+    def reset(self) -> None:
+        """A run that starts over forgets the records of the one before."""
+        if self.enabled:
+            self.path.unlink(missing_ok=True)
+
     def truncate_to(self, stage_index: int, epoch: int) -> None:
-        """Keep the records of epochs completed before (stage_index, epoch) and run-level ones."""
+        """Keep the records of epochs completed before (stage_index, epoch), and run-level ones."""
         if not self.enabled or not self.path.is_file():
             return
         kept = [
@@ -36,8 +42,8 @@ class MetricsLog:
 
 
 def _before(record: dict[str, Any], stage_index: int, epoch: int) -> bool:
-    if "epoch" not in record:
-        return record.get("event") == "start"
+    if "epoch" not in record:  # run-level events (start, resume, skipped images) are kept
+        return True
     return (record.get("stage_index", 0), record["epoch"]) < (stage_index, epoch)
 
 

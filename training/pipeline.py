@@ -72,10 +72,19 @@ def run_training(
         _write_json(run_dir / SPLIT_FILE, sample_record)
         _write_json(run_dir / CONFIG_FILE, {**settings, "versions": _versions()})
     barrier(ctx)
-    options = LoopOptions(
-        run_dir=run_dir,
+    result = train(learner, data, hparams, ctx, loop_options(request, fingerprint(settings), step_hook))
+    path = run_dir / CHECKPOINT_FILE
+    if ctx.is_main:
+        save_checkpoint(path, learner.eval().to_checkpoint(provenance=provenance(run_dir, settings, result)))
+    barrier(ctx)
+    return path, result
+
+
+def loop_options(request: TrainRequest, run_fingerprint: str, step_hook: Any) -> LoopOptions:
+    return LoopOptions(
+        run_dir=Path(request.out),
         seed=request.seed,
-        fingerprint=fingerprint(settings),
+        fingerprint=run_fingerprint,
         num_workers=request.num_workers,
         progress=request.progress,
         log_every=request.log_every,
@@ -83,19 +92,17 @@ def run_training(
         cache_features=request.cache_features,
         step_hook=step_hook,
     )
-    result = train(learner, data, hparams, ctx, options)
-    path = run_dir / CHECKPOINT_FILE
-    if ctx.is_main:
-        provenance = {
-            "run_dir": str(run_dir.resolve()),
-            "settings": {k: v for k, v in settings.items() if k != "data"},  # the list is in split.json
-            "data_sha256": fingerprint({"data": settings["data"]}),
-            "versions": _versions(),
-            "result": _summary(result),
-        }
-        save_checkpoint(path, learner.eval().to_checkpoint(provenance=provenance))
-    barrier(ctx)
-    return path, result
+
+
+def provenance(run_dir: Path, settings: dict[str, Any], result: TrainResult) -> dict[str, Any]:
+    """What the checkpoint header says about its origin; the image list itself is in split.json."""
+    return {
+        "run_dir": str(run_dir.resolve()),
+        "settings": {k: v for k, v in settings.items() if k != "data"},
+        "data_sha256": fingerprint({"data": settings["data"]}),
+        "versions": _versions(),
+        "result": _summary(result),
+    }
 
 
 def prepare_data(request: TrainRequest) -> tuple[LabeledImages, dict[str, Any]]:

@@ -54,11 +54,13 @@ def _data_arguments(group: argparse._ArgumentGroup) -> None:
     group.add_argument(
         "--data",
         required=True,
+        metavar="PATH",
         help="training images: a folder with one sub-folder per class, "
         "or a CSV manifest of 'path,label' rows (paths relative to the CSV)",
     )
     group.add_argument(
         "--classnames",
+        metavar="FILE",
         help="class-names file, lines '<folder or label> <display name>'; its line "
         "order is the label order. Default: classnames.txt in the data root, else the folder "
         "names/labels sorted (underscores read as spaces)",
