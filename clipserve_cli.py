@@ -9,7 +9,11 @@ import importlib
 import sys
 
 # name -> (module, one-line help). Add a line here to add a command.
-COMMANDS: dict[str, tuple[str, str]] = {}
+COMMANDS: dict[str, tuple[str, str]] = {
+    "train": ("training.train_cmd", "learn a prompt from a folder of images; writes a servable checkpoint"),
+    "eval": ("training.eval_cmd", "score checkpoints with a paper protocol; JSON/Markdown report with plots"),
+    "export": ("training.export_cmd", "servable checkpoint with eval results, and the image encoder as ONNX"),
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
