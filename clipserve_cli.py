@@ -10,7 +10,10 @@ import sys
 
 # name -> (module, one-line help). Add a line here to add a command.
 COMMANDS: dict[str, tuple[str, str]] = {
-    "serve": ("service.cli", "Serve /classify over HTTP (FastAPI + uvicorn)."),
+    "serve": ("service.cli", "serve /classify over HTTP: cross-request batching, hot-swappable checkpoints"),
+    "train": ("training.train_cmd", "learn a prompt from a folder of images; writes a servable checkpoint"),
+    "eval": ("training.eval_cmd", "score checkpoints with a paper protocol; JSON/Markdown report with plots"),
+    "export": ("training.export_cmd", "servable checkpoint with eval results, and the image encoder as ONNX"),
 }
 
 

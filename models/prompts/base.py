@@ -1,13 +1,33 @@
 """The prompt-learner interface every method implements (see DESIGN.md).
 
 - Built from (backbone, classnames, config). The frozen backbone is held as a plain attribute, not a
-  submodule, so `state_dict()` holds the learned tensors only.
+  submodule, so `state_dict()` holds the learned tensors only. `classnames` is the label space:
+  batch labels index into it, and checkpoints precompute its class embeddings.
 - `class_embeddings(classnames) -> [C, D]` normalised; the service caches these unless the method
-  is image-conditioned.
+  is image-conditioned (then it raises: use `logits`).
 - `image_embeddings(images) -> [B, D]` normalised; stock encoder unless the method changes it.
 - `logits(images, classnames) -> [B, C]`; image-conditioned methods override it.
 - `loss(batch) -> scalar`: cross-entropy by default; methods add their own terms.
 The training loop and the service only ever talk to this interface.
+
+Contract with the one training loop (no method-specific branches):
+- Batches: `Batch.labels` always; `Batch.images` preprocessed with `backbone.preprocessing`, or
+  `Batch.features` (cached stock image features) when `accepts_cached_features` is True and the
+  loop chose to cache; `Batch.views[name]` for every name in `extra_views`, each made per image
+  from the *raw* image by the data side and preprocessed like `images` (GOPro: "moco", "augmix").
+- Stages: `training_stages` names the stages in order (one, "train", for most methods). For each
+  stage the loop calls `set_stage(stage)`, builds a fresh optimiser over `trainable_parameters()`
+  (settings may be keyed by stage name in the loop's config), and runs its epochs calling
+  `loss(batch)`. SHIP has two: "generator" (the VAE) then "classifier" (CoOp on real + synthetic
+  features); see `ship.py`.
+- Modes: the loop calls `learner.train()` / `.eval()`; the backbone is never a submodule, so it
+  stays frozen and in eval mode whatever the loop does.
+- Export: the loop writes `serving_learner().to_checkpoint(...)`. That is the learner itself for
+  most methods; SHIP hands back its stage-B CoOp, so the served artefact is a plain CoOp context.
+- Backbones: a method that needs a ViT image tower sets `requires_vit` and raises
+  UnsupportedBackboneError at construction on anything else.
+- Precision: learned tensors stay fp32; the frozen towers run in the backbone's cast dtype (or
+  under the loop's autocast) with layer norms in fp32 (open_clip's LayerNormFp32).
 """
 
 from __future__ import annotations
@@ -18,10 +38,30 @@ from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
+from open_clip.transformer import VisionTransformer
 from torch import nn
 
-from models.backbone import Backbone
+from models.backbone import Backbone, BackboneError
 from models.checkpoint import Checkpoint, CheckpointHeader
+
+
+class UnsupportedBackboneError(BackboneError, ValueError):
+    """The method cannot run on this backbone (e.g. MaPLe or GOPro on a ResNet image tower)."""
+
+
+DEFAULT_STAGE = "train"
+
+
+def vision_transformer(backbone: Backbone, method: str) -> VisionTransformer:
+    """The backbone's image tower if it is an open_clip ViT; a clear error otherwise."""
+    visual = backbone.model.visual
+    if not isinstance(visual, VisionTransformer):
+        raise UnsupportedBackboneError(
+            f"{method} needs a ViT image tower (it reads or prompts the transformer's tokens); "
+            f"{backbone.identity.arch} has a {type(visual).__name__}. Use a ViT backbone "
+            f"(e.g. ViT-B-16), or a method that works on any tower (coop, cocoop, ship)"
+        )
+    return visual
 
 
 @dataclass
@@ -41,7 +81,9 @@ class LearnerConfig:
 
     n_ctx: int = 16
     ctx_init: str | None = None
-    text_chunk: int = 1024  # classes per text-encoder call at inference, to bound memory
+    # Text sequences per text-encoder call at inference (classes; for image-conditioned methods,
+    # image x class pairs), so memory is bounded by the chunk, not by the number of classes.
+    text_chunk: int = 1024
 
 
 class PromptLearner(nn.Module):
@@ -55,15 +97,22 @@ class PromptLearner(nn.Module):
     extra_views: ClassVar[tuple[str, ...]] = ()
     # Whether training may use cached stock image features instead of images.
     accepts_cached_features: ClassVar[bool] = True
+    # The image tower must be an open_clip VisionTransformer (the method reads or changes its tokens).
+    requires_vit: ClassVar[bool] = False
+    # Training stages in order; the loop calls set_stage() and builds a new optimiser for each.
+    training_stages: ClassVar[tuple[str, ...]] = (DEFAULT_STAGE,)
 
     def __init__(self, backbone: Backbone, classnames: Sequence[str], config: LearnerConfig | None = None):
         super().__init__()
         if not classnames:
             raise ValueError("a prompt learner needs at least one class name")
+        if self.requires_vit:
+            vision_transformer(backbone, self.method)
         object.__setattr__(self, "backbone", backbone)  # deliberately not a submodule
         self.backbone: Backbone
         self.config = config if config is not None else self.config_class()
         self.classnames = list(classnames)
+        self.stage = self.training_stages[0]
 
     # -- the interface -------------------------------------------------------------------------
 
@@ -79,9 +128,24 @@ class PromptLearner(nn.Module):
         return self.scores(self.image_embeddings(images), self.class_embeddings(classnames))
 
     def loss(self, batch: Batch) -> torch.Tensor:
-        features = batch.features if batch.features is not None else self._batch_image_features(batch)
-        logits = self.scores(features, self.class_embeddings(self.classnames))
+        logits = self.scores(self._batch_image_features(batch), self.class_embeddings(self.classnames))
         return F.cross_entropy(logits, batch.labels.to(logits.device))
+
+    # -- training stages and export (see the module docstring) ---------------------------------
+
+    def set_stage(self, stage: str) -> None:
+        """Enter a training stage; methods with several stages also switch what is trainable."""
+        if stage not in self.training_stages:
+            raise ValueError(f"{self.method} has training stages {self.training_stages}, not {stage!r}")
+        self.stage = stage
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        """What the optimiser of the current stage updates."""
+        return [p for p in self.parameters() if p.requires_grad]
+
+    def serving_learner(self) -> PromptLearner:
+        """The learner to export and serve once training is done (itself unless a method says)."""
+        return self
 
     # -- shared helpers ------------------------------------------------------------------------
 
@@ -90,8 +154,12 @@ class PromptLearner(nn.Module):
         return self.backbone.logit_scale * image_features.float() @ class_features.float().t()
 
     def _batch_image_features(self, batch: Batch) -> torch.Tensor:
+        """[B, D] normalised: the cached stock features if usable, else the images encoded."""
+        if batch.features is not None and self.accepts_cached_features:
+            return batch.features.to(self.backbone.device).float()
         if batch.images is None:
-            raise ValueError(f"{self.method} needs images or cached features in the batch")
+            needs = "images or cached features" if self.accepts_cached_features else "images"
+            raise ValueError(f"{self.method} needs {needs} in the batch")
         return self.image_embeddings(batch.images)
 
     def to_checkpoint(
@@ -113,7 +181,11 @@ class PromptLearner(nn.Module):
             provenance=provenance or {},
             metrics=metrics or {},
         )
-        tensors = {k: v.detach().float().cpu() for k, v in self.state_dict().items()}
+        # Floats are stored as fp32; integer buffers (BatchNorm's step count) keep their dtype.
+        tensors = {
+            k: (v.detach().float() if v.is_floating_point() else v.detach()).cpu()
+            for k, v in self.state_dict().items()
+        }
         return Checkpoint(header=header, tensors=tensors, class_embeddings=embeddings)
 
     @classmethod

@@ -83,6 +83,36 @@ class ClassPrompts:
         part.classnames = self.classnames[rows]
         return part
 
+    def select(self, indices: torch.Tensor) -> ClassPrompts:
+        """The prompts of classes `indices` [N] (repeats allowed), e.g. one row per sample."""
+        part = copy.copy(self)
+        rows = indices.to(self.prefix.device)
+        part.prefix, part.suffix = self.prefix[rows], self.suffix[rows]
+        part.eot_index = self.eot_index[indices.cpu()]
+        part.name_lengths = [self.name_lengths[i] for i in indices.tolist()]
+        part.classnames = [self.classnames[i] for i in indices.tolist()]
+        return part
+
+    def trimmed(self) -> ClassPrompts:
+        """The same prompts cut after their longest EOT. The causal mask makes this exact, and it
+        keeps B x C per-image prompt batches from carrying CLIP's padding to 77 tokens."""
+        part = copy.copy(self)
+        keep = int(self.eot_index.max()) - self.n_ctx  # suffix tokens up to and including the last EOT
+        part.suffix = self.suffix[:, :keep]
+        return part
+
+    def assemble_per_image(self, ctx: torch.Tensor) -> torch.Tensor:
+        """ctx [B, n_ctx, W], one context per image -> [B * C, L, W] prompts, image-major
+        (row b * C + c is class c under image b's context). Class token at the end only."""
+        if self.position != "end":
+            raise ValueError("per-image contexts (CoCoOp, GOPro, SHIP) put the class token at the end")
+        batch, count = ctx.shape[0], len(self)
+        prefix = self.prefix.to(ctx.device).unsqueeze(0).expand(batch, -1, -1, -1)  # [B, C, 1, W]
+        suffix = self.suffix.to(ctx.device).unsqueeze(0).expand(batch, -1, -1, -1)  # [B, C, S, W]
+        ctx = ctx.unsqueeze(1).expand(-1, count, -1, -1)  # [B, C, n_ctx, W]
+        prompts = torch.cat([prefix, ctx, suffix], dim=2)  # [B, C, L, W]
+        return prompts.flatten(0, 1)  # [B * C, L, W]
+
     def assemble(self, ctx: torch.Tensor) -> torch.Tensor:
         """ctx [n_ctx, W] (shared) or [C, n_ctx, W] (per class) -> [C, L, W] prompt embeddings."""
         count = len(self)

@@ -79,5 +79,9 @@ class CoOp(PromptLearner):
             rows = slice(start, start + chunk)
             ctx_rows = ctx if ctx.dim() == 2 else ctx[rows]
             embeddings = prompts.subset(rows).assemble(ctx_rows)  # [c, L, W]
-            features.append(encode_token_embeddings(self.backbone, embeddings, prompts.eot_index[rows]))
+            features.append(self.encode_prompts(embeddings, prompts.eot_index[rows]))
         return F.normalize(torch.cat(features), dim=-1)  # [C, D]
+
+    def encode_prompts(self, embeddings: torch.Tensor, eot_index: torch.Tensor) -> torch.Tensor:
+        """[N, L, W] assembled prompts -> [N, D] unnormalised text features (MaPLe adds deep prompts)."""
+        return encode_token_embeddings(self.backbone, embeddings, eot_index)

@@ -1,0 +1,79 @@
+"""PNG plots for evaluation reports: training curves, per-class accuracy, confusion matrix.
+matplotlib (the `train` extra) is imported on first use, with the non-interactive Agg backend."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+MAX_TICK_LABELS = 40  # beyond this, class names would be unreadable; axes show indices instead
+
+
+def _pyplot() -> Any:
+    try:
+        import matplotlib
+    except ImportError as error:
+        raise ImportError("plots need matplotlib: pip install 'clipserve[train]'") from error
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_training_curves(runs: dict[str, list[dict[str, Any]]], path: Path) -> Path | None:
+    """Loss and lr per epoch, one line per run (seed), from their metrics.jsonl records."""
+    epochs = {name: [r for r in records if r.get("event") == "epoch"] for name, records in runs.items()}
+    if not any(epochs.values()):
+        return None
+    plt = _pyplot()
+    figure, (loss_axis, lr_axis) = plt.subplots(1, 2, figsize=(10, 3.6))
+    for name, records in epochs.items():
+        x = list(range(1, len(records) + 1))
+        loss_axis.plot(x, [r["loss"] for r in records], marker=".", label=name)
+        lr_axis.plot(x, [r["lr"] for r in records], marker=".", label=name)
+    loss_axis.set(title="training loss", xlabel="epoch", ylabel="cross-entropy (mean)")
+    lr_axis.set(title="learning rate", xlabel="epoch", ylabel="lr")
+    loss_axis.legend(fontsize="small")
+    return _save(plt, figure, path)
+
+
+def plot_per_class_accuracy(classnames: list[str], accuracy: list[float], title: str, path: Path) -> Path:
+    plt = _pyplot()
+    figure, axis = plt.subplots(figsize=(max(6.0, min(0.25 * len(classnames), 40.0)), 3.8))
+    axis.bar(range(len(classnames)), accuracy, color="tab:blue")
+    axis.set(title=title, ylabel="top-1 accuracy (%)", ylim=(0, 100))
+    _class_ticks(axis, classnames, "x")
+    return _save(plt, figure, path)
+
+
+def plot_confusion(classnames: list[str], confusion: torch.Tensor, title: str, path: Path) -> Path:
+    """Row-normalised: each row is where that true class's images went."""
+    plt = _pyplot()
+    rows = confusion.float() / confusion.sum(dim=1, keepdim=True).clamp(min=1)
+    size = max(4.0, min(0.3 * len(classnames), 20.0))
+    figure, axis = plt.subplots(figsize=(size + 1.5, size))
+    image = axis.imshow(rows.numpy(), cmap="Blues", vmin=0, vmax=1, interpolation="nearest")
+    axis.set(title=title, xlabel="predicted", ylabel="true")
+    _class_ticks(axis, classnames, "x")
+    _class_ticks(axis, classnames, "y")
+    figure.colorbar(image, ax=axis, fraction=0.046)
+    return _save(plt, figure, path)
+
+
+def _class_ticks(axis: Any, classnames: list[str], which: str) -> None:
+    if len(classnames) > MAX_TICK_LABELS:
+        return
+    ticks = list(range(len(classnames)))
+    if which == "x":
+        axis.set_xticks(ticks, classnames, rotation=60, ha="right", fontsize="small")
+    else:
+        axis.set_yticks(ticks, classnames, fontsize="small")
+
+
+def _save(plt: Any, figure: Any, path: Path) -> Path:
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
