@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from models.backbone import Backbone
 from tests.service.conftest import (
@@ -71,6 +72,7 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+@pytest.mark.slow
 def test_sigterm_drains_in_flight_requests_then_exits(tmp_path: Path) -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
