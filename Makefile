@@ -26,8 +26,14 @@ lint: install
 	$(BIN)/ruff format --check models training service tests bench clipserve_cli.py
 	$(BIN)/mypy models training service clipserve_cli.py
 
+# Until the bundled demo model lands (issue 6), `make serve` runs the tiny RANDOM model: the API is
+# real, the answers are meaningless. Drop *.safetensors checkpoints trained on that backbone into
+# $(CHECKPOINT_DIR) and they are served (and hot-swapped) by file stem. Real weights: see README.
+CHECKPOINT_DIR ?= runs/checkpoints
+SERVE_ARGS     ?= --arch clipserve-tiny-vit --pretrained random
 serve: install
-	$(BIN)/clipserve serve --host 127.0.0.1 --port 8000
+	mkdir -p $(CHECKPOINT_DIR)
+	$(BIN)/clipserve serve --host 127.0.0.1 --port 8000 --checkpoint-dir $(CHECKPOINT_DIR) $(SERVE_ARGS)
 
 bench-text: install
 	$(BIN)/python bench/text_truncation.py --out docs/PERFORMANCE-text.md
