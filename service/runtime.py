@@ -91,7 +91,7 @@ class State:
 async def start_runtime(settings: Settings, metrics: Metrics) -> Runtime:
     templates = resolve_templates(settings.zeroshot_templates)
     backbone = await asyncio.to_thread(load_backbone, settings)
-    encoder = build_image_encoder(settings, backbone)
+    encoder = await asyncio.to_thread(build_image_encoder, settings, backbone)  # may export ONNX
     limits = DecodeLimits(settings.max_image_pixels, tuple(settings.image_formats))
     config = BatchConfig(settings.max_batch_size, settings.max_wait_ms / 1000, settings.max_queue_images)
     batcher = Batcher(encoder, backbone.preprocessing, backbone.device, config, metrics)
