@@ -31,7 +31,7 @@ from models.backbone import Preprocessing
 from models.prompts import PromptLearner
 from service.backends import ImageEncoder
 from service.decode import normalise
-from service.errors import Overloaded
+from service.errors import Invalid, Overloaded
 from service.metrics import Metrics
 
 
@@ -54,8 +54,9 @@ class Job:
         return len(self.pixels)
 
 
-# forward(pixels [N, 3, S, S] normalised on the device, jobs) -> one [n_j, C_j] cosine tensor per job
-Forward = Callable[[torch.Tensor, list[Job]], list[torch.Tensor]]
+# forward(pixels [N, 3, S, S] normalised on the device, jobs) -> per job its [n_j, C_j] cosines,
+# or the error that job alone gets (e.g. labels an image-conditioned method cannot encode)
+Forward = Callable[[torch.Tensor, list[Job]], list[torch.Tensor | Exception]]
 
 
 class Lane:
@@ -155,13 +156,18 @@ class Lane:
         self.batch_seconds = 0.8 * self.batch_seconds + 0.2 * elapsed
         self.metrics.stage_duration.labels(stage="encode").observe(elapsed)
         for job, output in zip(jobs, outputs, strict=True):
-            if not job.future.done():
+            if job.future.done():
+                continue
+            if isinstance(output, Exception):
+                job.future.set_exception(output)
+            else:
                 job.future.set_result(output)
 
-    def _forward(self, pixels: torch.Tensor, jobs: list[Job]) -> list[torch.Tensor]:
+    def _forward(self, pixels: torch.Tensor, jobs: list[Job]) -> list[torch.Tensor | Exception]:
         with torch.no_grad():
             x = normalise(pixels, self.preprocessing, self.device)  # [N, 3, S, S] float
-            return [out.float().cpu() for out in self.forward(x, jobs)]
+            outputs = self.forward(x, jobs)
+            return [out if isinstance(out, Exception) else out.float().cpu() for out in outputs]
 
     async def warm(self, pixels: torch.Tensor, target: Any) -> None:
         """One forward pass on the lane's thread, outside the queue and the metrics."""
@@ -180,9 +186,10 @@ class Lane:
         self.executor.shutdown(wait=False, cancel_futures=True)
 
 
-def per_job_cosines(features: torch.Tensor, jobs: list[Job]) -> list[torch.Tensor]:
+def per_job_cosines(features: torch.Tensor, jobs: list[Job]) -> list[torch.Tensor | Exception]:
     """[N, D] normalised features -> per job [n, D] @ [D, C] = [n, C] cosines."""
-    outputs, start = [], 0
+    outputs: list[torch.Tensor | Exception] = []
+    start = 0
     for job in jobs:
         outputs.append(features[start : start + job.size] @ job.target.t())
         start += job.size
@@ -200,17 +207,22 @@ def custom_image_forward(learner: PromptLearner) -> Forward:
 def conditioned_forward(learner: PromptLearner, logit_scale: float) -> Forward:
     """Jobs with the same labels go through learner.logits together; cosine = logits / scale."""
 
-    def forward(x: torch.Tensor, jobs: list[Job]) -> list[torch.Tensor]:
+    def forward(x: torch.Tensor, jobs: list[Job]) -> list[torch.Tensor | Exception]:
         rows: dict[tuple[str, ...], list[int]] = {}
         starts, start = [], 0
         for j, job in enumerate(jobs):
             rows.setdefault(job.target, []).append(j)
             starts.append(start)
             start += job.size
-        outputs: list[torch.Tensor] = [torch.empty(0)] * len(jobs)
+        outputs: list[torch.Tensor | Exception] = [Invalid("no output")] * len(jobs)
         for labels, members in rows.items():
             index = torch.cat([torch.arange(starts[j], starts[j] + jobs[j].size) for j in members])
-            logits = learner.logits(x[index.to(x.device)], list(labels)) / logit_scale  # [n, C]
+            try:
+                logits = learner.logits(x[index.to(x.device)], list(labels)) / logit_scale  # [n, C]
+            except ValueError as error:  # labels this method cannot encode (too long, ...)
+                for j in members:
+                    outputs[j] = Invalid(str(error))
+                continue
             offset = 0
             for j in members:
                 outputs[j] = logits[offset : offset + jobs[j].size]

@@ -114,6 +114,11 @@ def test_custom_image_and_image_conditioned_methods_get_their_own_lanes(
             multipart([blob], LABELS if i % 4 == 3 else (), model=names[i % 3])
             for i, blob in enumerate(images)
         ]
+        # A label too long for the learned prompt fails its own request only, in either kind of lane.
+        too_long = "a " * 95
+        requests += [
+            multipart([images[0]], [too_long, "cat"], model=name) for name in ("conditioned", "stock")
+        ]
         responses = asyncio.run(fire(server.url, requests))
         lanes = batch_histogram(server.url)
 
@@ -123,9 +128,13 @@ def test_custom_image_and_image_conditioned_methods_get_their_own_lanes(
         "shifted": "custom",
         "conditioned": "conditioned",
     }
+    responses, refused = responses[:12], responses[12:]
+    for response in refused:
+        assert response.status_code == 422 and "tokens" in response.json()["error"]["message"], response.text
     assert [r.status_code for r in responses] == [200] * 12
     # 4 images per model; the shared lane saw only the stock model's.
-    assert lanes["shared"]["sum"] == 4 and lanes["custom"]["sum"] == 4 and lanes["conditioned"]["sum"] == 4
+    # (+1 in the conditioned lane: the refused request's image went through it)
+    assert lanes["shared"]["sum"] == 4 and lanes["custom"]["sum"] == 4 and lanes["conditioned"]["sum"] == 5
     assert lanes["custom"]["count"] < 4 and lanes["conditioned"]["count"] < 4
     for i, (blob, response) in enumerate(zip(images, responses, strict=True)):
         name = names[i % 3]
