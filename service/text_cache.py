@@ -21,7 +21,7 @@ from service.errors import Invalid
 from service.metrics import Metrics
 
 if TYPE_CHECKING:
-    from service.registry import Version
+    from service.versions import Version
 
 Key = tuple[str, str, str]  # (version uid, template key, label)
 

@@ -1,6 +1,7 @@
-"""backend=onnx, end to end: the image encoder is exported at start-up (or reused), the shared
-lane runs on ONNX Runtime, answers equal the torch backend's within tolerance, and an ONNX file
-from another backbone is refused at start-up with a clear error."""
+"""Backends, end to end. backend=onnx: the image encoder is exported at start-up (or reused), the
+shared lane runs on ONNX Runtime, answers equal the torch backend's within tolerance, and an ONNX
+file from another backbone is refused at start-up with a clear error. torch on CUDA: bf16, and
+answers equal fp32 within bf16 tolerance (`gpu`: skipped without CUDA)."""
 
 from __future__ import annotations
 
@@ -62,3 +63,17 @@ def test_an_onnx_file_from_another_backbone_is_refused(tmp_path: Path) -> None:
         ready = httpx.get(server.url + "/health/ready")
     assert ready.status_code == 503
     assert "does not match the running backbone" in ready.json()["error"]["message"]
+
+
+@pytest.mark.gpu
+def test_torch_on_cuda_runs_bf16_and_matches_fp32_within_tolerance(
+    tmp_path: Path, tiny_backbone: Backbone
+) -> None:
+    blob = image_bytes(2)
+    with running(server_settings(tmp_path, device="cuda")) as server:
+        backbone = httpx.get(server.url + "/v1/models").json()["backbone"]
+        body = httpx.post(server.url + "/classify", **multipart([blob], LABELS)).json()
+    assert backbone["precision"] == "bf16" and backbone["device"].startswith("cuda")
+    expected = offline_scores(tiny_backbone, None, blob, LABELS)  # fp32 on the CPU
+    for prediction in body["results"][0]["predictions"]:
+        assert abs(prediction["cosine"] - expected[prediction["label"]][1]) < 3e-2
