@@ -54,7 +54,7 @@ def test_concurrent_requests_share_one_encoder_pass_and_match_unbatched(
     coop = make_learner(tiny_backbone, seed=1)
     write_checkpoint(tmp_path / "pets.safetensors", coop)
     images = [image_bytes(seed) for seed in range(16)]
-    settings = server_settings(tmp_path, max_batch_size=16, max_wait_ms=300)
+    settings = server_settings(tmp_path, max_batch_size=16, max_wait_ms=1000)
     with running(settings) as server:
         # Half the requests use the CoOp checkpoint (its own classes), half zero-shot with labels:
         # both are stock-image versions, so they may share a pass.
@@ -107,7 +107,7 @@ def test_custom_image_and_image_conditioned_methods_get_their_own_lanes(
         write_checkpoint(tmp_path / f"{name}.safetensors", learner)
     images = [image_bytes(100 + seed) for seed in range(12)]
     names = list(learners)
-    settings = server_settings(tmp_path, max_batch_size=8, max_wait_ms=200)
+    settings = server_settings(tmp_path, max_batch_size=8, max_wait_ms=600)
     with running(settings) as server:
         listing = {m["name"]: m["lane"] for m in httpx.get(server.url + "/v1/models").json()["data"]}
         requests = [
