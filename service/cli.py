@@ -42,15 +42,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
     overrides = {key: value for key, value in vars(args).items() if key in Settings.model_fields}
     try:
         settings = Settings(**overrides)
     except ValidationError as error:
         print(f"clipserve serve: invalid settings\n{error}", file=sys.stderr)
         return 2
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     app = create_app(settings)
     config = uvicorn.Config(
         app,
