@@ -17,6 +17,7 @@ Lanes by kind (DESIGN.md data path):
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import time
 from collections import deque
@@ -33,6 +34,8 @@ from service.backends import ImageEncoder
 from service.decode import normalise
 from service.errors import Invalid, Overloaded
 from service.metrics import Metrics
+
+log = logging.getLogger("clipserve")
 
 
 @dataclass(frozen=True)
@@ -113,8 +116,11 @@ class Lane:
                 await self.wake.wait()
             await self._wait_to_fill(self.queue[0].enqueued + self.config.max_wait_s)
             jobs = self._take()
-            if jobs:
-                await self._run(jobs)
+            try:
+                if jobs:
+                    await self._run(jobs)
+            except Exception:  # never let one bad batch stop the lane
+                log.exception("%s lane: batch failed", self.kind)
 
     async def _wait_to_fill(self, until: float) -> None:
         while self.queued < self.config.max_batch and self.queue:
@@ -142,12 +148,11 @@ class Lane:
         started = time.monotonic()
         for job in jobs:
             self.metrics.stage_duration.labels(stage="queue").observe(started - job.enqueued)
-        pixels = torch.cat([job.pixels for job in jobs])  # [N, 3, S, S] uint8
-        self.metrics.batch_size.labels(lane=self.kind).observe(len(pixels))
+        self.metrics.batch_size.labels(lane=self.kind).observe(sum(job.size for job in jobs))
         loop = asyncio.get_running_loop()
         try:
-            outputs = await loop.run_in_executor(self.executor, self._forward, pixels, jobs)
-        except Exception as error:
+            outputs = await loop.run_in_executor(self.executor, self._forward, jobs)
+        except Exception as error:  # the whole pass failed: every job in it gets the error
             for job in jobs:
                 if not job.future.done():
                     job.future.set_exception(error)
@@ -163,8 +168,9 @@ class Lane:
             else:
                 job.future.set_result(output)
 
-    def _forward(self, pixels: torch.Tensor, jobs: list[Job]) -> list[torch.Tensor | Exception]:
+    def _forward(self, jobs: list[Job]) -> list[torch.Tensor | Exception]:
         with torch.no_grad():
+            pixels = torch.cat([job.pixels for job in jobs])  # [N, 3, S, S] uint8
             x = normalise(pixels, self.preprocessing, self.device)  # [N, 3, S, S] float
             outputs = self.forward(x, jobs)
             return [out if isinstance(out, Exception) else out.float().cpu() for out in outputs]
@@ -172,7 +178,7 @@ class Lane:
     async def warm(self, pixels: torch.Tensor, target: Any) -> None:
         """One forward pass on the lane's thread, outside the queue and the metrics."""
         job = Job(pixels, target, asyncio.get_running_loop().create_future())
-        await asyncio.get_running_loop().run_in_executor(self.executor, self._forward, pixels, [job])
+        await asyncio.get_running_loop().run_in_executor(self.executor, self._forward, [job])
 
     async def close(self) -> None:
         if self.task is not None:
