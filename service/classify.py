@@ -14,27 +14,25 @@ from service.errors import DeadlineExceeded
 from service.metrics import Metrics
 from service.parse import ClassifyInput
 from service.runtime import Runtime
+from service.versions import Version
 
 
 async def classify(rt: Runtime, request: ClassifyInput) -> dict[str, Any]:
-    """request -> decode -> resize -> batcher (normalise on device, shared image encoder, cosine
-    against the cached class matrix) -> softmax -> top-k -> response naming the version used."""
+    """The data path: decode -> resize -> batcher (normalise on the device, image encoder shared by
+    stock-image versions, cosine against the cached class matrix) -> softmax -> top-k -> response
+    naming the version used."""
     try:
         async with asyncio.timeout(rt.settings.request_timeout_s):
-            with rt.registry.acquire(request.model) as version:  # held until we answer
-                version.check(request.labels, request.templates)
-                labels = request.labels or version.classnames
-                templates = request.templates or (rt.zeroshot_templates if version.learner is None else ())
+            with rt.registry.acquire(
+                request.model
+            ) as version:  # the version active now, held until we answer
+                labels, templates = version.resolve(request.labels, request.templates, rt.zeroshot_templates)
                 with stage(rt.metrics, "decode"):
-                    pixels = await rt.decoder.decode(request.images)  # [N, 3, S, S] uint8
+                    pixels = await rt.decoder.decode(request.images)  # Pillow: [N, 3, S, S] uint8
                 with stage(rt.metrics, "text"):
-                    classes = (  # [C, D] on the device; labels when the text side needs the image
-                        tuple(labels)
-                        if version.image_conditioned
-                        else await rt.text.class_matrix(version, labels, templates)
-                    )
+                    classes = await class_side(rt, version, labels, templates)  # [C, D] cached, or labels
                 assert version.lane is not None
-                cosine = await version.lane.submit(pixels, classes)  # [N, C], CPU
+                cosine = await version.lane.submit(pixels, classes)  # batched encoder pass: [N, C]
                 with stage(rt.metrics, "score"):
                     scores = torch.softmax(version.logit_scale * cosine, dim=-1)  # [N, C]
                     results = top_k(scores, cosine, labels, request.top_k)
@@ -43,6 +41,16 @@ async def classify(rt: Runtime, request: ClassifyInput) -> dict[str, Any]:
         raise DeadlineExceeded(
             f"no answer within request_timeout_s={rt.settings.request_timeout_s}"
         ) from error
+
+
+async def class_side(
+    rt: Runtime, version: Version, labels: list[str], templates: tuple[str, ...]
+) -> torch.Tensor | tuple[str, ...]:
+    """[C, D] class matrix (stored or cached embeddings); image-conditioned methods get the labels,
+    since their text side is computed per image in their own lane."""
+    if version.image_conditioned:
+        return tuple(labels)
+    return await rt.text.class_matrix(version, labels, templates)
 
 
 def top_k(scores: torch.Tensor, cosine: torch.Tensor, labels: Sequence[str], k: int) -> list[dict[str, Any]]:

@@ -58,14 +58,20 @@ class Version:
     def ref(self) -> dict[str, Any]:
         return {"name": self.model, "version": str(self.number), "method": self.method, "sha256": self.sha256}
 
-    def check(self, labels: Sequence[str] | None, templates: Sequence[str] | None) -> None:
-        if self.learner is None and not labels:
-            raise Invalid(f"the {self.model} model has no classes of its own; pass labels")
-        if self.learner is not None and templates:
+    def resolve(
+        self, labels: Sequence[str] | None, templates: Sequence[str] | None, zeroshot_templates: Sequence[str]
+    ) -> tuple[list[str], tuple[str, ...]]:
+        """The labels and templates a request is scored with: its own, or this version's defaults."""
+        if self.learner is None:
+            if not labels:
+                raise Invalid(f"the {self.model} model has no classes of its own; pass labels")
+            return list(labels), tuple(templates or zeroshot_templates)
+        if templates:
             raise Invalid(
                 f"templates apply to the {ZEROSHOT_MODEL} model only; model {self.model!r} "
                 f"({self.method}) classifies with its learned prompt"
             )
+        return list(labels or self.classnames), ()
 
     def precomputed_covers(self, labels: Sequence[str], templates: Sequence[str]) -> bool:
         index = self.class_index
