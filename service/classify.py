@@ -23,9 +23,7 @@ async def classify(rt: Runtime, request: ClassifyInput) -> dict[str, Any]:
     naming the version used."""
     try:
         async with asyncio.timeout(rt.settings.request_timeout_s):
-            with rt.registry.acquire(
-                request.model
-            ) as version:  # the version active now, held until we answer
+            with rt.registry.acquire(request.model) as version:  # active now; held until we answer
                 labels, templates = version.resolve(request.labels, request.templates, rt.zeroshot_templates)
                 with stage(rt.metrics, "decode"):
                     pixels = await rt.decoder.decode(request.images)  # Pillow: [N, 3, S, S] uint8
