@@ -21,7 +21,6 @@ from training.distributed import DistContext, barrier, broadcast_parameters
 from training.hparams import Hyperparameters, resolve
 from training.learners import learner_config, method_class
 from training.loop import LoopOptions, StepInfo, TrainResult, train
-from training.stages import stage_names
 from training.state import fingerprint
 
 log = logging.getLogger(__name__)
@@ -64,7 +63,7 @@ def run_training(
     learner = build_learner(request, backbone, data.classnames, ctx)
     hparams = {
         stage: resolve(request.method, request.shots, request.hparams, stage)
-        for stage in stage_names(learner)
+        for stage in learner.training_stages
     }
     settings = run_settings(request, backbone, data, hparams, learner)
     if ctx.is_main:
@@ -75,7 +74,10 @@ def run_training(
     result = train(learner, data, hparams, ctx, loop_options(request, fingerprint(settings), step_hook))
     path = run_dir / CHECKPOINT_FILE
     if ctx.is_main:
-        save_checkpoint(path, learner.eval().to_checkpoint(provenance=provenance(run_dir, settings, result)))
+        save_checkpoint(
+            path,
+            learner.eval().serving_learner().to_checkpoint(provenance=provenance(run_dir, settings, result)),
+        )
     barrier(ctx)
     return path, result
 
