@@ -35,6 +35,8 @@ class TrainRequest:
     out: str
     method: str = "coop"
     classnames: str | None = None
+    # Classes with a name but no images (SHIP synthesises their features); appended to the label space.
+    label_only_classes: list[str] = field(default_factory=list)
     shots: int | None = 16
     subset: str = "all"  # all | base | new
     seed: int = 1
@@ -60,7 +62,7 @@ def run_training(
     backbone = backbone or build_backbone(
         request.arch, request.pretrained, _precision(request, ctx), ctx.device, request.backbone_seed
     )
-    learner = build_learner(request, backbone, data.classnames, ctx)
+    learner = build_learner(request, backbone, [*data.classnames, *request.label_only_classes], ctx)
     hparams = {
         stage: resolve(request.method, request.shots, request.hparams, stage)
         for stage in learner.training_stages
@@ -126,7 +128,11 @@ def build_learner(
 ) -> PromptLearner:
     # The seed fixes the learner's initialisation (e.g. CoOp's random context); rank 0's is broadcast.
     torch.manual_seed(request.seed)
-    config = learner_config(request.method, request.learner)
+    overrides = dict(request.learner)
+    if request.label_only_classes:
+        # Only methods whose config has this field accept it; learner_config names the fields otherwise.
+        overrides["label_only_classes"] = list(request.label_only_classes)
+    config = learner_config(request.method, overrides)
     learner = method_class(request.method)(backbone, classnames, config).to(ctx.device)
     broadcast_parameters(learner, ctx)
     return learner
