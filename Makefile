@@ -35,8 +35,13 @@ serve: install
 	mkdir -p $(CHECKPOINT_DIR)
 	$(BIN)/clipserve serve --host 127.0.0.1 --port 8000 --checkpoint-dir $(CHECKPOINT_DIR) $(SERVE_ARGS)
 
+
+# Text encoder, full 77-token context vs truncated: rewrites its section of docs/PERFORMANCE.md.
+# On the H200: make bench-text DEVICE=cuda BENCH_ARGS="--precision bf16"
+DEVICE     ?= cpu
+BENCH_ARGS ?=
 bench-text: install
-	$(BIN)/python bench/text_truncation.py --out docs/PERFORMANCE-text.md
+	$(BIN)/python bench/text_truncation.py --device $(DEVICE) $(BENCH_ARGS)
 
 bench-train-step: install
 	$(BIN)/python bench/train_step.py --out docs/PERFORMANCE-train-step.md

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 # name -> (module, one-line help). Add a line here to add a command.
@@ -43,7 +44,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
-    return int(importlib.import_module(args._module).run(args))
+    try:
+        return int(importlib.import_module(args._module).run(args))
+    except (ValueError, OSError, RuntimeError) as error:
+        # Bad input (a missing folder, an unknown option value, unusable weights) is the user's to
+        # fix: say what is wrong in one line. CLIPSERVE_DEBUG=1 shows the traceback.
+        if os.environ.get("CLIPSERVE_DEBUG"):
+            raise
+        print(f"clipserve {args.command}: error: {error}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -8,7 +8,10 @@ or a file that is missing is an error, never a silent fallback.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import os
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -112,10 +115,13 @@ def build_backbone(
             f"unknown architecture {arch!r}; open_clip knows e.g. ViT-B-32, ViT-B-16, ViT-L-14, "
             f"RN50, and the tiny test models {', '.join(TINY_ARCHS)}"
         )
-    torch.manual_seed(seed)
     # open_clip casts linear/conv/attention weights to bf16/fp16 and keeps LayerNorms in fp32.
     create = {"precision": precision, "device": device}
-    model, identity = _create_model(arch, pretrained, seed, create)
+    # Weights are initialised on the CPU; seed them without touching the caller's RNG state.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model, identity = _create_model(arch, pretrained, seed, create)
+    _check_text_tower(arch, model)
     model.eval().requires_grad_(False)
     return Backbone(
         model=model,
@@ -155,7 +161,7 @@ def _create_from_file(arch: str, path: Path, create: dict[str, Any]) -> tuple[An
             model.load_state_dict(state, strict=True)
         else:
             open_clip.load_checkpoint(model, str(path), strict=True, weights_only=True)
-    except (RuntimeError, KeyError, ValueError) as error:
+    except Exception as error:  # size/key mismatch, not a weights file, unsafe pickle: all unusable
         raise BackboneError(f"{path}: weights do not fit architecture {arch!r}: {error}") from error
     return model, BackboneIdentity(arch, f"sha256:{file_sha256(path)}")
 
@@ -163,11 +169,14 @@ def _create_from_file(arch: str, path: Path, create: dict[str, Any]) -> tuple[An
 def _backbone_checkpoint_state(arch: str, path: Path) -> dict[str, torch.Tensor] | None:
     """The weights of a clipserve `backbone` checkpoint, or None for plain open_clip files."""
     # Imported here because the checkpoint module itself imports BackboneIdentity from this one.
-    from models.checkpoint import is_clipserve_checkpoint, load_checkpoint
+    from models.checkpoint import CheckpointError, is_clipserve_checkpoint, load_checkpoint
 
     if path.suffix != ".safetensors" or not is_clipserve_checkpoint(path):
         return None
-    checkpoint = load_checkpoint(path)
+    try:
+        checkpoint = load_checkpoint(path)
+    except CheckpointError as error:
+        raise BackboneError(str(error)) from error
     if checkpoint.header.kind != "backbone":
         raise BackboneError(
             f"{path} is a clipserve {checkpoint.header.kind!r} checkpoint, not a "
@@ -179,15 +188,54 @@ def _backbone_checkpoint_state(arch: str, path: Path) -> dict[str, torch.Tensor]
 
 
 def _create_from_tag(arch: str, tag: str, create: dict[str, Any]) -> tuple[Any, BackboneIdentity]:
+    offline = hub_offline()
     try:
-        model = open_clip.create_model(arch, pretrained=tag, require_pretrained=True, **create)
+        with _hub_client_offline(offline):
+            model = open_clip.create_model(arch, pretrained=tag, require_pretrained=True, **create)
     except Exception as error:  # the hub client raises many types; all mean "could not fetch"
+        reason = "HF_HUB_OFFLINE is set and they are not in the local cache" if offline else "download failed"
         raise BackboneError(
-            f"could not fetch pretrained weights {arch!r}/{tag!r} ({type(error).__name__}); "
+            f"could not fetch pretrained weights {arch!r}/{tag!r} ({reason}; {type(error).__name__}); "
             f"without network access, download the weights file elsewhere and pass its local "
             f"path as pretrained (e.g. --pretrained /models/{arch}-{tag}.safetensors)"
         ) from error
     return model, BackboneIdentity(arch, f"tag:{tag}")
+
+
+def hub_offline() -> bool:
+    """Whether HF_HUB_OFFLINE (or TRANSFORMERS_OFFLINE) is set in the environment right now."""
+    value = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE") or ""
+    return value.strip().upper() in {"1", "ON", "YES", "TRUE"}
+
+
+@contextlib.contextmanager
+def _hub_client_offline(offline: bool) -> Iterator[None]:
+    """huggingface_hub reads HF_HUB_OFFLINE once, at import; apply the current value for one call.
+
+    Offline, the hub client answers from its cache or fails at once, instead of retrying for
+    most of a minute per file. huggingface_hub is open_clip's own download client.
+    """
+    if not offline:
+        yield
+        return
+    from huggingface_hub import constants
+
+    previous = constants.HF_HUB_OFFLINE
+    constants.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE = previous
+
+
+def _check_text_tower(arch: str, model: Any) -> None:
+    """The one text path needs CLIP's causal text transformer pooled at the EOT token."""
+    causal = getattr(model, "attn_mask", None) is not None
+    if not isinstance(model, open_clip.model.CLIP) or not causal or model.text_pool_type != "argmax":
+        raise BackboneError(
+            f"{arch!r} does not have CLIP's standard causal text tower pooled at the EOT token; "
+            f"clipserve supports that text tower only"
+        )
 
 
 def _tokenizer(arch: str) -> open_clip.tokenizer.SimpleTokenizer:

@@ -18,6 +18,7 @@ import contextlib
 import hashlib
 import json
 import os
+import threading
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -99,7 +100,8 @@ def save_checkpoint(path: str | Path, checkpoint: Checkpoint) -> Path:
     if checkpoint.class_embeddings is not None:
         tensors[CLASS_EMBEDDINGS_KEY] = checkpoint.class_embeddings.detach().cpu().contiguous()
     metadata = {METADATA_KEY: header.to_json(tensors_sha256(tensors))}
-    temp = path.with_name(f".{path.name}.{os.getpid()}{TEMP_SUFFIX}")
+    # Unique per writer (process and thread), so concurrent saves never share a temp file.
+    temp = path.with_name(f".{path.name}.{os.getpid()}-{threading.get_ident()}{TEMP_SUFFIX}")
     try:
         save_file(tensors, str(temp), metadata=metadata)
         _fsync(temp)
@@ -118,10 +120,7 @@ def load_checkpoint(
 ) -> Checkpoint:
     """Load and verify; raises a CheckpointError subclass naming the file on any problem."""
     path = Path(path)
-    header_data, tensors = _read(path, device)
-    header = _parse_header(path, header_data)
-    if tensors_sha256(tensors) != header_data.get("tensors_sha256"):
-        raise CheckpointCorruptError(path, "tensor data does not match its checksum (corrupted)")
+    header, tensors = _read(path)  # the format version is checked before any tensor is read
     if expected_backbone is not None and header.backbone != expected_backbone:
         raise BackboneMismatchError(
             path,
@@ -137,6 +136,8 @@ def load_checkpoint(
         raise CheckpointCorruptError(
             path, f"class_embeddings {tuple(embeddings.shape)} do not match {len(header.classnames)} classes"
         )
+    learned = {k: v.to(device) for k, v in learned.items()}
+    embeddings = None if embeddings is None else embeddings.to(device)
     return Checkpoint(header=header, tensors=learned, class_embeddings=embeddings)
 
 
@@ -166,13 +167,17 @@ def tensors_sha256(tensors: dict[str, torch.Tensor]) -> str:
     return digest.hexdigest()
 
 
-def _read(path: Path, device: str | torch.device) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+def _read(path: Path) -> tuple[CheckpointHeader, dict[str, torch.Tensor]]:
+    """Header (version checked first), then the tensors on the CPU, verified against their checksum."""
     with _open(path) as handle:
-        header = _header_json(path, handle.metadata())
+        data = _header_json(path, handle.metadata())
+        header = _parse_header(path, data)
         try:
-            tensors = {key: handle.get_tensor(key).to(device) for key in handle.keys()}  # noqa: SIM118 (not a dict)
+            tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118 (not a dict)
         except Exception as error:  # safetensors raises its own error type for bad offsets
             raise CheckpointCorruptError(path, f"unreadable tensor data ({error})") from error
+    if tensors_sha256(tensors) != data.get("tensors_sha256"):
+        raise CheckpointCorruptError(path, "tensor data does not match its checksum (corrupted)")
     return header, tensors
 
 

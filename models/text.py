@@ -76,8 +76,11 @@ def encode_token_embeddings(
     """
     model = backbone.model
     cast_dtype = backbone.cast_dtype
+    if embeddings.shape[0] == 0:
+        return embeddings.new_zeros(0, backbone.embed_dim, dtype=torch.float32)  # [0, D]
     eot_index = eot_index.to(embeddings.device)
     length = int(eot_index.max().item()) + 1
+    shortest = int(eot_index.min().item())  # deep prompts must end before every EOT
     x = embeddings[:, :length].to(cast_dtype)  # [N, T, W], T <= L
     x = x + model.positional_embedding[:length].to(cast_dtype)
     mask = None if model.attn_mask is None else model.attn_mask[:length, :length]
@@ -87,28 +90,29 @@ def encode_token_embeddings(
     for j, block in enumerate(transformer.resblocks):
         prompt = deep_prompts[j] if deep_prompts is not None and j < len(deep_prompts) else None
         if prompt is not None:
-            x = _replace_after_sos(x, prompt.to(x.dtype), transformer.batch_first)
+            x = _replace_after_sos(x, prompt.to(x.dtype), transformer.batch_first, shortest)
         x = block(x, attn_mask=mask)
     if not transformer.batch_first:
         x = x.transpose(0, 1)  # [N, T, W]
     # LayerNorm is per token, so pooling first and normalising one token per row is exact.
     pooled = model.ln_final(x[torch.arange(x.shape[0], device=x.device), eot_index])  # [N, W]
-    projection = model.text_projection
-    if isinstance(projection, torch.nn.Linear):
-        features = projection(pooled)
-    elif projection is not None:
-        features = pooled @ projection
-    else:
-        features = pooled
-    return features.float()  # [N, D]
+    return _project(model.text_projection, pooled).float()  # [N, D]
 
 
-def _replace_after_sos(x: torch.Tensor, prompt: torch.Tensor, batch_first: bool) -> torch.Tensor:
+def _project(projection: torch.nn.Module | torch.Tensor | None, pooled: torch.Tensor) -> torch.Tensor:
+    """[N, W] -> [N, D] through CLIP's text projection (a matrix, a Linear, or none)."""
+    if isinstance(projection, torch.nn.Module):
+        return projection(pooled)
+    return pooled if projection is None else pooled @ projection
+
+
+def _replace_after_sos(x: torch.Tensor, prompt: torch.Tensor, batch_first: bool, eot: int) -> torch.Tensor:
+    """Tokens 1..n of x ([N, T, W], or [T, N, W]) become the deep prompt ([n, W] or [N, n, W])."""
     if not batch_first:
         x = x.transpose(0, 1)
     n = prompt.shape[-2]
-    if n + 1 > x.shape[1]:
-        raise ValueError(f"{n} deep prompt tokens do not fit before the EOT of a {x.shape[1]}-token batch")
+    if n + 1 > eot:
+        raise ValueError(f"{n} deep prompt tokens would overwrite an EOT token at position {eot}")
     prompt = prompt.expand(x.shape[0], -1, -1) if prompt.dim() == 2 else prompt  # [N, n, W]
     x = torch.cat([x[:, :1], prompt, x[:, 1 + n :]], dim=1)
     return x if batch_first else x.transpose(0, 1)

@@ -54,7 +54,7 @@ def export_checkpoint(
             "max_abs_difference_vs_torch": result.onnx_max_difference,
         }
     metrics = report_metrics(Path(report)) if report is not None else {}
-    save_checkpoint(out, learner.to_checkpoint(provenance=provenance, metrics=metrics))
+    save_checkpoint(out, learner.serving_learner().to_checkpoint(provenance=provenance, metrics=metrics))
     return result
 
 

@@ -11,11 +11,12 @@ import logging
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
+from models.prompts.base import DEFAULT_STAGE
+
 log = logging.getLogger(__name__)
 
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULERS = ("cosine", "constant")
-MAIN_STAGE = "main"
 
 
 @dataclass(frozen=True)
@@ -49,9 +50,15 @@ METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
     "ship": {
         "stages": {
             # The VAE (encoder, generator, prompt): AdamW 1e-3 on features of RRC(0.5, 1) crops.
-            "vae": {"optimizer": "adamw", "lr": 1e-3, "weight_decay": 0.01, "epochs": 50},
+            "generator": {"optimizer": "adamw", "lr": 1e-3, "weight_decay": 0.01, "epochs": 50},
             # CoOp on real + synthetic features: plain SGD 2e-3, no momentum, no weight decay.
-            "prompt": {"optimizer": "sgd", "lr": 2e-3, "momentum": 0.0, "weight_decay": 0.0, "epochs": 200},
+            "classifier": {
+                "optimizer": "sgd",
+                "lr": 2e-3,
+                "momentum": 0.0,
+                "weight_decay": 0.0,
+                "epochs": 200,
+            },
         },
         "batch_size": 256,
         "warmup_epochs": 0,
@@ -64,7 +71,7 @@ def resolve(
     method: str,
     shots: int | None = None,
     overrides: dict[str, Any] | None = None,
-    stage: str = MAIN_STAGE,
+    stage: str = DEFAULT_STAGE,
 ) -> Hyperparameters:
     """Dassl defaults < the method's table entry < its stage's entry < the user's overrides."""
     table = METHOD_DEFAULTS.get(method)

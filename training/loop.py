@@ -1,6 +1,6 @@
 """THE training loop, for every method: it only talks to the prompt-learner interface.
 
-Per stage (one, unless the learner defines stages: training/stages.py): an optimiser over the
+Per stage (the learner's `training_stages`; see models/prompts/base.py): an optimiser over the
 learnable tensors, then epochs of steps. A step is `learner.loss(batch)` under bf16 autocast on
 CUDA (fp32 master tensors), backward, the gradient all-reduce when several processes run,
 optional clipping, and the optimiser step. The lr is set per epoch (Dassl's schedule). After each
@@ -26,9 +26,8 @@ from training.distributed import DistContext, barrier, reduce_step
 from training.feeds import FeatureFeed, ImageFeed, LocalBatch, autocast, use_cached_features
 from training.hparams import Hyperparameters
 from training.metrics import METRICS_FILE, MetricsLog
-from training.optim import build_optimizer, learning_rate, set_learning_rate, trainable_parameters
+from training.optim import build_optimizer, learning_rate, set_learning_rate
 from training.progress import Progress
-from training.stages import enter_stage, stage_names
 from training.state import STATE_FILE, load_state, save_state
 
 log = logging.getLogger(__name__)
@@ -100,10 +99,10 @@ def train(
         metrics.reset()
         metrics.write("start", images=len(data), classes=len(data.keys), world_size=ctx.world_size)
     result = TrainResult()
-    for stage_index, stage in enumerate(stage_names(learner)):
+    for stage_index, stage in enumerate(learner.training_stages):
         if stage_index < start[0]:
             continue
-        enter_stage(learner, stage)
+        learner.set_stage(stage)
         run = StageRun(learner, hparams[stage], ctx, options, metrics, stage_index, stage, result)
         resumed = state if state is not None and stage_index == start[0] else None
         run_stage(run, data, resumed)
@@ -111,7 +110,7 @@ def train(
 
 
 def run_stage(run: StageRun, data: LabeledImages, state: dict | None) -> None:
-    params = trainable_parameters(run.learner)
+    params = run.learner.trainable_parameters()
     optimizer = build_optimizer(params, run.hp)
     if state is not None:
         optimizer.load_state_dict(state["optimizer"])

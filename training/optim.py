@@ -14,11 +14,6 @@ from torch import nn
 from training.hparams import Hyperparameters
 
 
-def trainable_parameters(module: nn.Module) -> list[nn.Parameter]:
-    """The tensors that learn; frozen ones never reach the optimiser (no state, no decay)."""
-    return [p for p in module.parameters() if p.requires_grad]
-
-
 def build_optimizer(params: list[nn.Parameter], hp: Hyperparameters) -> torch.optim.Optimizer:
     if not params:
         raise ValueError("the learner has no trainable tensors")

@@ -21,7 +21,6 @@ from training.distributed import DistContext, barrier, broadcast_parameters
 from training.hparams import Hyperparameters, resolve
 from training.learners import learner_config, method_class
 from training.loop import LoopOptions, StepInfo, TrainResult, train
-from training.stages import stage_names
 from training.state import fingerprint
 
 log = logging.getLogger(__name__)
@@ -36,6 +35,8 @@ class TrainRequest:
     out: str
     method: str = "coop"
     classnames: str | None = None
+    # Classes with a name but no images (SHIP synthesises their features); appended to the label space.
+    label_only_classes: list[str] = field(default_factory=list)
     shots: int | None = 16
     subset: str = "all"  # all | base | new
     seed: int = 1
@@ -61,10 +62,10 @@ def run_training(
     backbone = backbone or build_backbone(
         request.arch, request.pretrained, _precision(request, ctx), ctx.device, request.backbone_seed
     )
-    learner = build_learner(request, backbone, data.classnames, ctx)
+    learner = build_learner(request, backbone, [*data.classnames, *request.label_only_classes], ctx)
     hparams = {
         stage: resolve(request.method, request.shots, request.hparams, stage)
-        for stage in stage_names(learner)
+        for stage in learner.training_stages
     }
     settings = run_settings(request, backbone, data, hparams, learner)
     if ctx.is_main:
@@ -75,7 +76,10 @@ def run_training(
     result = train(learner, data, hparams, ctx, loop_options(request, fingerprint(settings), step_hook))
     path = run_dir / CHECKPOINT_FILE
     if ctx.is_main:
-        save_checkpoint(path, learner.eval().to_checkpoint(provenance=provenance(run_dir, settings, result)))
+        save_checkpoint(
+            path,
+            learner.eval().serving_learner().to_checkpoint(provenance=provenance(run_dir, settings, result)),
+        )
     barrier(ctx)
     return path, result
 
@@ -124,7 +128,11 @@ def build_learner(
 ) -> PromptLearner:
     # The seed fixes the learner's initialisation (e.g. CoOp's random context); rank 0's is broadcast.
     torch.manual_seed(request.seed)
-    config = learner_config(request.method, request.learner)
+    overrides = dict(request.learner)
+    if request.label_only_classes:
+        # Only methods whose config has this field accept it; learner_config names the fields otherwise.
+        overrides["label_only_classes"] = list(request.label_only_classes)
+    config = learner_config(request.method, overrides)
     learner = method_class(request.method)(backbone, classnames, config).to(ctx.device)
     broadcast_parameters(learner, ctx)
     return learner

@@ -66,6 +66,14 @@ def _data_arguments(group: argparse._ArgumentGroup) -> None:
         "names/labels sorted (underscores read as spaces)",
     )
     group.add_argument(
+        "--label-only-classes",
+        nargs="+",
+        default=[],
+        metavar="NAME",
+        help="class names with no training images, added after the data's classes (SHIP "
+        "synthesises their features; other methods reject them)",
+    )
+    group.add_argument(
         "--shots",
         type=int,
         default=16,
@@ -239,6 +247,7 @@ def request_from_args(args: argparse.Namespace, seed: int) -> TrainRequest:
         out=str(Path(args.out) / f"{SEED_DIR_PREFIX}{seed}"),
         method=args.method,
         classnames=args.classnames,
+        label_only_classes=list(args.label_only_classes),
         shots=args.shots or None,
         subset=args.subset,
         seed=seed,

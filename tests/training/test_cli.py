@@ -86,3 +86,18 @@ def test_train_eval_export_then_serve_the_same_predictions(
     session = onnxruntime.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     onnx_features = session.run(None, {"pixels": batch.images.numpy()})[0]
     assert np.array_equal((onnx_features @ class_matrix.numpy().T).argmax(axis=-1), served.numpy())
+
+
+def test_label_only_classes_reach_methods_that_learn_them_and_are_refused_elsewhere(
+    image_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    tiny = ["--arch", "clipserve-tiny-vit", "--pretrained", "random", "--num-workers", "0", "--no-progress"]
+    quick = ["--shots", "2", "--epochs", "1", "--batch-size", "4", *tiny]
+    args = ["train", "--data", str(image_folder), "--label-only-classes", "purple square", *quick]
+    assert main([*args, "--method", "ship", "--out", str(tmp_path / "ship")]) == 0
+    served = load_checkpoint(tmp_path / "ship" / "seed_1" / "checkpoint.safetensors")
+    # SHIP serves its stage-B CoOp over the data's classes plus the label-only one.
+    assert served.header.method == "coop" and served.header.classnames[-1] == "purple square"
+    assert served.class_embeddings is not None and len(served.class_embeddings) == 5
+    assert main([*args, "--method", "coop", "--out", str(tmp_path / "coop")]) == 2
+    assert "label_only_classes" in capsys.readouterr().err

@@ -22,8 +22,8 @@ def test_coop_defaults_follow_the_published_configs() -> None:
 def test_other_methods_and_overrides() -> None:
     assert (resolve("maple").lr, resolve("maple").batch_size, resolve("maple").epochs) == (0.0035, 4, 5)
     assert resolve("cocoop").batch_size == 1
-    assert resolve("ship", stage="vae").optimizer == "adamw"
-    assert resolve("ship", stage="prompt").momentum == 0.0
+    assert resolve("ship", stage="generator").optimizer == "adamw"
+    assert resolve("ship", stage="classifier").momentum == 0.0
     hp = resolve("coop", 16, {"lr": 0.01, "epochs": None, "rrc_scale": [0.5, 1]})
     assert hp.lr == 0.01 and hp.epochs == 200 and hp.rrc_scale == (0.5, 1.0)
     assert resolve("a-new-method").lr == 0.002  # no table entry: Dassl's defaults

@@ -144,14 +144,15 @@ def test_cached_features_give_the_same_result_as_images(
 
 
 class TwoStageCoOp(CoOp):
-    """A stand-in for SHIP: two stages through the loop's duck-typed hook."""
+    """A stand-in for SHIP: two stages through the interface's stage hook."""
 
     method = "two-stage-test"
     training_stages: ClassVar[tuple[str, ...]] = ("first", "second")
     entered: ClassVar[list[str]] = []
 
-    def enter_stage(self, name: str) -> None:
-        type(self).entered.append(name)
+    def set_stage(self, stage: str) -> None:
+        super().set_stage(stage)
+        type(self).entered.append(stage)
 
 
 def test_multi_stage_learners_run_each_stage_with_its_own_epochs(
