@@ -1,6 +1,7 @@
 """Class matrices for requests: precomputed checkpoint embeddings, else a bounded LRU of labels.
 
-- A checkpoint's own classes use the embeddings stored in the checkpoint, as they are.
+- A checkpoint's own classes use the embeddings stored in the checkpoint, as they are (also
+  when a request mixes them with other labels); they are not LRU entries.
 - Any other label is encoded once with the version's text side (its learned prompt, or the
   zero-shot templates) through the one text path, and kept in an LRU keyed by
   (version, templates, label). Concurrent requests for the same new label wait for one encoding.
@@ -42,11 +43,15 @@ class TextCache:
             return version.precomputed_rows(labels)
         template_key = "\x1f".join(templates)
         keys = [(version.uid, template_key, label) for label in labels]
-        self._count(keys)
         found: dict[Key, torch.Tensor] = {}
+        for key in keys:  # trained classes: the stored rows, as they are
+            stored = version.stored_row(key[2], templates)
+            if stored is not None:
+                found[key] = stored
+        self._count([key for key in keys if key not in found])
         for key in dict.fromkeys(keys):
             row = self.entries.get(key)
-            if row is not None:
+            if row is not None and key not in found:
                 self.entries.move_to_end(key)
                 found[key] = row
         missing = [key for key in dict.fromkeys(keys) if key not in found and key not in self.pending]

@@ -77,6 +77,12 @@ class Version:
         index = self.class_index
         return self.class_embeddings is not None and not templates and all(n in index for n in labels)
 
+    def stored_row(self, label: str, templates: Sequence[str]) -> torch.Tensor | None:
+        """[D] the checkpoint's stored embedding of a trained class, else None."""
+        if self.class_embeddings is None or templates or label not in self.class_index:
+            return None
+        return self.class_embeddings[self.class_index[label]]
+
     def precomputed_rows(self, labels: Sequence[str]) -> torch.Tensor:
         assert self.class_embeddings is not None
         if list(labels) == self.classnames:
