@@ -209,7 +209,8 @@ function renderModels(listing) {
     const row = el("tr", { "data-model": m.name });
     const name = el("th", { scope: "row" }, m.name);
     if (aliases.length) name.append(el("span", { class: "aliases" }, ` (alias: ${aliases.join(", ")})`));
-    row.append(name, el("td", {}, m.version), el("td", {}, m.method), el("td", {}, String(m.classes)));
+    const classes = m.classes ? String(m.classes) : "none (labels only)";
+    row.append(name, el("td", {}, m.version), el("td", {}, m.method), el("td", {}, classes));
     row.append(el("td", {}, m.lane || ""), el("td", { class: "is-default" }, isDefault(listing, m) ? "yes" : ""));
     body.append(row);
   }

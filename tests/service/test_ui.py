@@ -47,7 +47,7 @@ FLAGS = (
 )
 WAIT_S = 20.0
 
-pytestmark = pytest.mark.skipif(
+needs_chromium = pytest.mark.skipif(
     not (CHROMIUM.is_file() and CHROMEDRIVER.is_file()),
     reason=f"needs {CHROMIUM} and {CHROMEDRIVER} (Debian's chromium, chromium-driver; .ci/install-chromium)",
 )
@@ -146,6 +146,7 @@ def api_top_label(server: ServerThread, image: bytes, labels: list[str], **field
     return body
 
 
+@needs_chromium
 def test_playground_in_chromium(server: ServerThread, browser: Any, tmp_path: Path, artifacts: Path) -> None:
     driver = browser
     driver.get(server.url + "/ui")
@@ -161,6 +162,11 @@ def test_playground_in_chromium(server: ServerThread, browser: Any, tmp_path: Pa
         paths.append(str(tmp_path / f"noise-{i}.png"))
     by_id(driver, "images").send_keys("\n".join(paths))
     assert by_id(driver, "images-status").text == "2 images chosen."
+    unlabelled = driver.execute_script(
+        "return [...document.querySelectorAll('input, select, textarea')]"
+        ".filter(e => e.labels.length === 0).map(e => e.id)"
+    )
+    assert unlabelled == []
 
     # A bad request: the API's 422 message is shown as text, not a stack trace or nothing.
     labels = ["a red car", "a cat", "a dog", "the sea"]
@@ -188,9 +194,12 @@ def test_playground_in_chromium(server: ServerThread, browser: Any, tmp_path: Pa
         shutil.copy(artifacts / "ui-playground.png", Path(__file__).parents[2] / "docs" / "ui-screenshot.png")
 
 
+@needs_chromium
 def test_thousand_labels_model_classes_and_admin_default(
     server: ServerThread, browser: Any, tmp_path: Path, artifacts: Path
 ) -> None:
+    from selenium.webdriver.common.keys import Keys
+
     driver = browser
     driver.get(server.url + "/ui/")
     wait_for(driver, lambda: "pets" in texts(driver, "#models tbody th"))
@@ -206,7 +215,9 @@ def test_thousand_labels_model_classes_and_admin_default(
     )
     assert by_id(driver, "labels-status").text == "1000 labels."
     type_into(driver, "top-k", "3")
-    submit_and_wait(driver, "results")
+    driver.execute_script("document.getElementById('results').replaceChildren()")
+    by_id(driver, "top-k").send_keys(Keys.ENTER)  # keyboard alone: Enter in a field submits the form
+    wait_for(driver, lambda: texts(driver, ".result .bar-label"))
     assert len(texts(driver, ".result .bar-label")) == 3
 
     # A loaded model's own classes.
