@@ -175,6 +175,7 @@ def test_playground_in_chromium(server: ServerThread, browser: Any, tmp_path: Pa
     submit_and_wait(driver, "error")
     error = by_id(driver, "error").text
     assert error.startswith("HTTP 422:") and "must contain '{}' exactly once" in error, error
+    assert driver.save_screenshot(str(artifacts / "ui-error.png"))
 
     # The same form with a template: the chart's top label is the API's for the same request.
     type_into(driver, "templates", "a blurry photo of {}.")
