@@ -18,7 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.errors import ServiceError
 from service.metrics import Metrics
-from service.routes import admin, classify, health, models
+from service.routes import admin, classify, health, models, ui
 from service.runtime import State
 from service.settings import Settings
 
@@ -51,7 +51,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.clipserve = state
-    for router in (classify.router, models.router, admin.router, health.router):
+    for router in (classify.router, models.router, admin.router, health.router, ui.router):
         app.include_router(router)
     install_error_handlers(app, state.metrics)
     app.add_middleware(RequestMetrics, metrics=state.metrics)
