@@ -18,6 +18,7 @@ LABELS = ["cat", "dog"]
 MAX_IMAGE_PIXELS = 1_000_000
 MAX_BODY_BYTES = 2_000_000
 MAX_LABELS = 50
+MAX_IMAGES = 8
 MAX_LABEL_CHARS = 100
 BOUNDARY = "clipserve-corpus-boundary"
 

@@ -37,7 +37,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, tiny_backbone: Backbone) ->
     settings = server_settings(
         folder,
         max_body_bytes=corpus.MAX_BODY_BYTES,
-        max_images=8,
+        max_images=corpus.MAX_IMAGES,
         max_image_pixels=corpus.MAX_IMAGE_PIXELS,
         max_labels=corpus.MAX_LABELS,
         max_label_chars=corpus.MAX_LABEL_CHARS,
