@@ -30,7 +30,7 @@ from tests.service.conftest import (
     write_checkpoint,
 )
 
-EXAMPLES = 60
+EXAMPLES = 25
 IMAGES = [
     image_bytes(1),
     corpus.encoded(corpus.noise("CMYK"), "JPEG"),
@@ -136,7 +136,7 @@ def test_schemathesis_finds_no_server_error(server: ServerThread, tmp_path: Path
         "--checks",
         "not_a_server_error",
         "--max-examples",
-        "15",
+        "8",
         "--seed",
         "1",
         "--header",
