@@ -11,6 +11,7 @@ from pathlib import Path
 SCRIPT = Path(__file__).resolve().parents[2] / "bench" / "reliability.py"
 ROBUST = (
     "sustained: zero 5xx",
+    "overload: zero 5xx",
     "overload: recovery (all 200 at 50%)",
     "hot swap: zero failed requests",
     "hot swap: answers consistent with their version",
