@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test test-gpu lint serve bench-text bench-train-step bench-train clean
+.PHONY: install test test-gpu lint serve bench-text bench-train-step bench-train reliability clean
 
 install: $(STAMP)
 
@@ -49,6 +49,12 @@ bench-train-step: install
 # On the GPU machine: CoOp 1,000 classes x 16 shots one epoch, MaPLe 5 epochs (issue 5 targets).
 bench-train: install
 	$(BIN)/python bench/train_epoch.py --json docs/PERFORMANCE-train.json --out docs/PERFORMANCE-train.md
+
+# Load, overload, hot swap under load, SIGTERM drain, restart: rewrites the results of
+# docs/RELIABILITY.md. RELIABILITY_ARGS=--short for the ~1 minute CI size (default: 10 minutes sustained).
+RELIABILITY_ARGS ?=
+reliability: install
+	$(BIN)/python bench/reliability.py --device $(DEVICE) --out docs/RELIABILITY.md $(RELIABILITY_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -13,8 +13,9 @@ import binascii
 import json
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
+from urllib.parse import parse_qs
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, StrictInt, ValidationError
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import Request
@@ -33,7 +34,7 @@ class ClassifyJSON(BaseModel):
     images: list[str]  # base64, optionally as data: URIs
     labels: list[str] | None = None
     model: str | None = None
-    top_k: int | None = None
+    top_k: StrictInt | None = None  # 2, not "2" or true
     templates: list[str] | None = None
 
 
@@ -73,8 +74,24 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join([chunk async for chunk in _limited_stream(request, limit)])
 
 
+class StrictMultiPartParser(MultiPartParser):
+    """Form fields must be text in their declared charset (UTF-8 by default); starlette would
+    silently read undecodable bytes as Latin-1."""
+
+    def on_part_end(self) -> None:
+        part = self._current_part
+        if part.file is None:
+            try:
+                part.data.decode(self._charset)
+            except (UnicodeDecodeError, LookupError) as error:
+                raise MultiPartException(
+                    f"form field {part.field_name!r} is not {self._charset.upper()} text"
+                ) from error
+        super().on_part_end()
+
+
 async def _parse_multipart(request: Request, settings: Settings) -> ClassifyInput:
-    parser = MultiPartParser(
+    parser = StrictMultiPartParser(
         request.headers,
         _limited_stream(request, settings.max_body_bytes),
         max_files=settings.max_images,
@@ -117,6 +134,10 @@ def _parse_json(body: bytes, settings: Settings) -> ClassifyInput:
         payload = ClassifyJSON.model_validate(json.loads(body))
     except json.JSONDecodeError as error:
         raise BadInput(f"body is not valid JSON: {error}") from error
+    except UnicodeDecodeError as error:
+        raise BadInput(f"JSON body is not UTF-8 text ({error.reason} at byte {error.start})") from error
+    except RecursionError as error:
+        raise BadInput("JSON body is nested too deeply") from error
     except ValidationError as error:
         raise Invalid(_summarise(error)) from error
     if len(payload.images) > settings.max_images:
@@ -127,14 +148,22 @@ def _parse_json(body: bytes, settings: Settings) -> ClassifyInput:
 
 
 def _parse_raw(request: Request, body: bytes, settings: Settings) -> ClassifyInput:
-    query = request.query_params
+    try:  # strictly: starlette's query_params would turn bytes that are not UTF-8 into U+FFFD
+        query = parse_qs(
+            request.scope["query_string"].decode("latin-1"), keep_blank_values=True, errors="strict"
+        )
+    except UnicodeDecodeError as error:
+        raise BadInput(f"query string is not UTF-8 after percent-decoding ({error.reason})") from error
+    unknown = set(query) - {"labels", "model", "top_k", "templates"}
+    if unknown:
+        raise Invalid(f"unknown query parameters: {', '.join(sorted(unknown))}")
     return _validated(
         settings,
         [body],
-        query.getlist("labels") or None,
-        query.get("model"),
-        query.get("top_k"),
-        query.getlist("templates") or None,
+        query.get("labels") or None,
+        _single(query, "model"),
+        _single(query, "top_k"),
+        query.get("templates") or None,
     )
 
 

@@ -179,7 +179,8 @@ class Registry:
         self._count_versions()
 
     def set_default(self, name: str) -> None:
-        self.resolve(name)
+        if name not in self.active and name not in self.aliases:  # resolve("") would mean "the default"
+            raise NotFound(f"no model or alias named {name!r}")
         self.default = name
 
     def set_alias(self, alias: str, target: str) -> None:

@@ -39,6 +39,7 @@ class Runtime:
     registry: Registry
     zeroshot_templates: tuple[str, ...]
     watcher: Watcher | None = None
+    inflight: int = 0  # /classify requests admitted and not yet answered
 
     async def close(self) -> None:
         if self.watcher is not None:

@@ -58,6 +58,12 @@ class Settings(BaseSettings):
     max_batch_size: int = Field(default=32, ge=1, description="images per image-encoder pass")
     max_wait_ms: float = Field(default=5.0, ge=0, description="how long a batch waits to fill")
     max_queue_images: int = Field(default=512, ge=1, description="images queued per lane before 429")
+    max_inflight_requests: int = Field(
+        default=256,
+        ge=1,
+        description="/classify requests admitted at once; more get 429 at once (bounds the work queued "
+        "ahead of the batcher: HTTP parsing and decoding, when those and not the encoder are the limit)",
+    )
     request_timeout_s: float = Field(default=10.0, gt=0, description="per-request deadline; past it 504")
 
     # -- request limits

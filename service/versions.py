@@ -103,13 +103,16 @@ class Version:
 
 
 def map_checkpoint_error(error: CheckpointError) -> ServiceError:
+    """The client sees the file's name and the reason, never the server's folder path."""
+    path = Path(error.path)
+    where = f"{path.name}: {error.reason.replace(str(path.parent), '<checkpoint_dir>')}"
     if isinstance(error, CheckpointNotFoundError):
-        return NotFound(f"checkpoint not found: {error}")
+        return NotFound(f"checkpoint not found: {where}")
     if isinstance(error, CheckpointCorruptError):
-        return Invalid(f"corrupt checkpoint refused: {error}")
+        return Invalid(f"corrupt checkpoint refused: {where}")
     if isinstance(error, BackboneMismatchError | CheckpointVersionError):
-        return Conflict(f"incompatible checkpoint refused: {error}")
-    return Invalid(f"checkpoint refused: {error}")
+        return Conflict(f"incompatible checkpoint refused: {where}")
+    return Invalid(f"checkpoint refused: {where}")
 
 
 def build_learner(backbone: Backbone, path: Path) -> tuple[PromptLearner, torch.Tensor | None, str]:

@@ -3,7 +3,8 @@
 Polling (no extra dependency, works on network file systems): a file whose (mtime, size, inode)
 changed since the last scan is loaded as a new version. Dot-files (the atomic writer's
 `.<name>.<pid>.tmp`) and other suffixes are ignored; files in sub-folders are left to the admin
-API. A refused file is retried only once it changes again; a deleted file leaves its model serving.
+API; a symlink to a file outside the folder is refused. A refused file is retried only once it
+changes again; a deleted file leaves its model serving.
 """
 
 from __future__ import annotations
@@ -30,8 +31,20 @@ class Watcher:
         return sorted(
             path
             for path in self.directory.iterdir()
-            if path.suffix == SUFFIX and not path.name.startswith(".") and path.is_file()
+            if path.suffix == SUFFIX
+            and not path.name.startswith(".")
+            and path.is_file()
+            and self.inside(path)
         )
+
+    def inside(self, path: Path) -> bool:
+        """A symlink is followed only when its target is inside the folder too."""
+        if path.resolve().is_relative_to(self.directory.resolve()):
+            return True
+        if path.name not in self.errors:
+            self.errors[path.name] = "a link to a file outside checkpoint_dir; refused"
+            log.warning("ignoring %s: links outside %s", path, self.directory)
+        return False
 
     async def scan(self) -> None:
         for path in self.candidates():

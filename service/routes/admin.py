@@ -39,9 +39,13 @@ def checkpoint_file(runtime: Runtime, file: str) -> Path:
     root = runtime.settings.checkpoint_dir
     if root is None:
         raise Conflict("no checkpoint_dir is configured; admin loads read files from it")
-    path = (root / file).resolve()
+    refused = Invalid(f"file {file!r} must be a *.safetensors file inside checkpoint_dir (no dot-files)")
+    try:
+        path = (root / file).resolve()  # follows symlinks: a link out of the folder is refused too
+    except (ValueError, OSError) as error:  # a NUL byte, a symlink loop, a name too long
+        raise refused from error
     if not path.is_relative_to(root.resolve()) or path.name.startswith(".") or path.suffix != ".safetensors":
-        raise Invalid(f"file {file!r} must be a *.safetensors file inside checkpoint_dir (no dot-files)")
+        raise refused
     return path
 
 

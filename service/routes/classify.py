@@ -10,6 +10,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from service.classify import classify
+from service.errors import Overloaded
 from service.parse import ClassifyJSON, parse_classify
 from service.routes.deps import RuntimeDep
 
@@ -71,6 +72,13 @@ REQUEST_BODY: dict[str, Any] = {
     description="A raw image/* body takes labels, templates, model and top_k as query parameters.",
 )
 async def classify_route(request: Request, runtime: RuntimeDep) -> JSONResponse:
-    with runtime.metrics.inflight.track_inprogress():
-        parsed = await parse_classify(request, runtime.settings)
-        return JSONResponse(await classify(runtime, parsed))
+    limit = runtime.settings.max_inflight_requests
+    if runtime.inflight >= limit:  # refused before reading the body: cheap, so overload stays cheap
+        raise Overloaded(f"{runtime.inflight} requests in progress (max_inflight_requests={limit})", 1)
+    runtime.inflight += 1
+    try:
+        with runtime.metrics.inflight.track_inprogress():
+            parsed = await parse_classify(request, runtime.settings)
+            return JSONResponse(await classify(runtime, parsed))
+    finally:
+        runtime.inflight -= 1

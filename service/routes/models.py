@@ -14,6 +14,7 @@ REPORTED = (
     "max_batch_size",
     "max_wait_ms",
     "max_queue_images",
+    "max_inflight_requests",
     "request_timeout_s",
     "max_body_bytes",
     "max_images",

@@ -1,0 +1,155 @@
+"""Property-based tests: hypothesis over the /classify request models (JSON and multipart), and a
+schemathesis run over the whole OpenAPI schema (admin routes included, with the token). Neither may
+find a 5xx; every refusal is a clean 4xx. Example counts are bounded so this runs in about a minute
+on two cores."""
+
+from __future__ import annotations
+
+import base64
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from models.backbone import Backbone
+from tests.reliability import corpus
+from tests.reliability.conftest import assert_clean_error
+from tests.service.conftest import (
+    ADMIN_TOKEN,
+    ServerThread,
+    image_bytes,
+    make_learner,
+    running,
+    server_settings,
+    write_checkpoint,
+)
+
+EXAMPLES = 25
+IMAGES = [
+    image_bytes(1),
+    corpus.encoded(corpus.noise("CMYK"), "JPEG"),
+    corpus.png_claiming(5000, 5000),
+    b"",
+    b"x",
+]
+
+text = st.text(max_size=120)
+images = st.lists(
+    st.one_of(st.sampled_from(IMAGES), st.binary(max_size=200)), min_size=0, max_size=corpus.MAX_IMAGES + 1
+)
+json_fields = st.fixed_dictionaries(
+    {"images": st.one_of(images.map(lambda bs: [base64.b64encode(b).decode() for b in bs]), st.lists(text))},
+    optional={
+        "labels": st.one_of(st.none(), st.lists(text, max_size=8), st.lists(st.integers(), max_size=2)),
+        "model": st.one_of(st.none(), st.sampled_from(["pets", "zeroshot", "", "nope"]), text),
+        "top_k": st.one_of(
+            st.none(), st.integers(-5, 10**20), st.floats(allow_nan=True), text, st.booleans()
+        ),
+        "templates": st.one_of(
+            st.none(), st.lists(st.sampled_from(["photo", "{}", "a {} photo", "x"]) | text)
+        ),
+        "extra": st.integers(),
+    },
+)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, tiny_backbone: Backbone) -> Iterator[ServerThread]:
+    folder = tmp_path_factory.mktemp("fuzz")
+    write_checkpoint(folder / "pets.safetensors", make_learner(tiny_backbone, seed=3))
+    write_checkpoint(folder / "versions" / "birds.safetensors", make_learner(tiny_backbone, seed=4))
+    settings = server_settings(
+        folder,
+        max_images=corpus.MAX_IMAGES,
+        max_image_pixels=corpus.MAX_IMAGE_PIXELS,
+        max_labels=corpus.MAX_LABELS,
+        request_timeout_s=30,
+    )
+    with running(settings) as server:
+        yield server
+
+
+def check(response: httpx.Response, folder: str) -> None:
+    if response.status_code == 200:
+        assert response.json()["results"]
+    else:
+        assert_clean_error(response, folder)
+
+
+FUZZ = settings(
+    max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True
+)
+
+
+@FUZZ
+@given(body=json_fields)
+def test_json_requests_get_an_answer_or_a_clean_4xx(server: ServerThread, body: dict[str, Any]) -> None:
+    response = httpx.post(server.url + "/classify", json=body, timeout=30)
+    check(response, str(server.state.settings.checkpoint_dir))
+
+
+@FUZZ
+@given(
+    blobs=images,
+    labels=st.lists(text, max_size=8),
+    extra=st.dictionaries(st.sampled_from(["model", "top_k", "templates", "colour"]), text, max_size=3),
+)
+def test_multipart_requests_get_an_answer_or_a_clean_4xx(
+    server: ServerThread, blobs: list[bytes], labels: list[str], extra: dict[str, str]
+) -> None:
+    files = [("images", (f"{i}.png", blob, "image/png")) for i, blob in enumerate(blobs)]
+    data: dict[str, Any] = {**extra, "labels": labels} if labels else extra
+    response = httpx.post(server.url + "/classify", data=data, files=files or None, timeout=30)
+    if not files and response.status_code == 415:  # no files: httpx sends a urlencoded form
+        return
+    check(response, str(server.state.settings.checkpoint_dir))
+
+
+@FUZZ
+@given(
+    blob=st.sampled_from(IMAGES) | st.binary(max_size=300), query=st.lists(st.tuples(text, text), max_size=4)
+)
+def test_raw_bodies_get_an_answer_or_a_clean_4xx(
+    server: ServerThread, blob: bytes, query: list[tuple[str, str]]
+) -> None:
+    response = httpx.post(
+        server.url + "/classify",
+        content=blob,
+        params=[("labels", "cat"), *query],
+        headers={"content-type": "image/png"},
+        timeout=30,
+    )
+    check(response, str(server.state.settings.checkpoint_dir))
+
+
+def test_schemathesis_finds_no_server_error(server: ServerThread, tmp_path: Path) -> None:
+    command = [
+        str(Path(sys.executable).with_name("schemathesis")),
+        "run",
+        server.url + "/openapi.json",
+        "--checks",
+        "not_a_server_error",
+        "--max-examples",
+        "8",
+        "--seed",
+        "1",
+        "--header",
+        f"Authorization: Bearer {ADMIN_TOKEN}",
+        "--request-timeout",
+        "30",
+        "--no-color",
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=240, cwd=tmp_path)
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
+    after = httpx.post(
+        server.url + "/classify",
+        files=[("images", ("a.png", IMAGES[0], "image/png"))],
+        data={"labels": ["a", "b"]},
+    )
+    assert after.status_code == 200, (after.text, httpx.get(server.url + "/v1/models").text)
