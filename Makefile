@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test test-gpu lint serve bench-text bench-train-step bench-train reliability clean
+.PHONY: install test test-gpu lint serve deploy-check deploy-generate bench-text bench-train-step bench-train reliability clean
 
 install: $(STAMP)
 
@@ -22,9 +22,9 @@ test-gpu: install
 	$(BIN)/python -m pytest -q -m gpu
 
 lint: install
-	$(BIN)/ruff check models training service tests bench clipserve_cli.py
-	$(BIN)/ruff format --check models training service tests bench clipserve_cli.py
-	$(BIN)/mypy models training service clipserve_cli.py
+	$(BIN)/ruff check models training service tests bench deploy clipserve_cli.py
+	$(BIN)/ruff format --check models training service tests bench deploy clipserve_cli.py
+	$(BIN)/mypy models training service deploy clipserve_cli.py
 
 # Until the bundled demo model lands (issue 6), `make serve` runs the tiny RANDOM model: the API is
 # real, the answers are meaningless. Drop *.safetensors checkpoints trained on that backbone into
@@ -35,6 +35,15 @@ serve: install
 	mkdir -p $(CHECKPOINT_DIR)
 	$(BIN)/clipserve serve --host 127.0.0.1 --port 8000 --checkpoint-dir $(CHECKPOINT_DIR) $(SERVE_ARGS)
 
+# Deployment checks with the real tools: promtool (config, rules, rule unit tests), the compose-spec
+# schema, kustomize + Kubernetes schemas, and tests/deploy (a real Prometheus scraping clipserve).
+# Installs the tools on first use into .tools/ (and Debian's prometheus with apt: needs root).
+deploy-check: install
+	bash deploy/check.sh
+
+# Rewrite the generated deploy files (Grafana dashboard JSON, Kubernetes PrometheusRule).
+deploy-generate: install
+	$(BIN)/python deploy/generate.py
 
 # Text encoder, full 77-token context vs truncated: rewrites its section of docs/PERFORMANCE.md.
 # On the H200: make bench-text DEVICE=cuda BENCH_ARGS="--precision bf16"
@@ -57,4 +66,4 @@ reliability: install
 	$(BIN)/python bench/reliability.py --device $(DEVICE) --out docs/RELIABILITY.md $(RELIABILITY_ARGS)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .tools .pytest_cache .mypy_cache .ruff_cache

@@ -3,7 +3,12 @@ configuration (model names), never from request content: no labels, paths or cla
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
+import torch
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 LATENCY_BUCKETS = tuple(0.0005 * 1.5**i for i in range(30))  # 0.5 ms .. ~64 s, geometric
 BATCH_BUCKETS = tuple(float(2**i) for i in range(11))  # 1 .. 1024
@@ -18,6 +23,10 @@ REJECTIONS = (
     "not_found",
     "not_ready",
 )
+# Results of checkpoint loads (registry._load_result) and swaps. Created at zero so that the first
+# failure is an increase Prometheus can see (a series born at 1 has no increase).
+LOAD_RESULTS = ("ok", "not_found", "incompatible", "corrupt", "error")
+SWAP_RESULTS = ("ok", "refused")
 
 
 class Metrics:
@@ -50,6 +59,11 @@ class Metrics:
         )
         self.queue_depth = Gauge(
             "clipserve_queue_depth", "Images waiting for an encoder pass", ["lane"], registry=r
+        )
+        self.queue_capacity = Gauge(
+            "clipserve_queue_capacity_images",
+            "Images a lane queues before answering 429 (max_queue_images)",
+            registry=r,
         )
         self.inflight = Gauge("clipserve_inflight_requests", "/classify requests in progress", registry=r)
         self.rejections = Counter(
@@ -85,7 +99,48 @@ class Metrics:
         self.model_info = Info(
             "clipserve_model", "Active version of each loaded model", ["model"], registry=r
         )
+        r.register(CudaMemoryCollector())
         for reason in REJECTIONS:
             self.rejections.labels(reason=reason)
         for stage in STAGES:
             self.stage_duration.labels(stage=stage)
+        for result in LOAD_RESULTS:
+            self.loads.labels(result=result)
+        for result in SWAP_RESULTS:
+            self.swaps.labels(result=result)
+
+
+class CudaMemoryCollector(Collector):
+    """GPU memory per CUDA device from torch's allocator, read only when Prometheus scrapes.
+
+    No samples until this process has initialised CUDA (so a CPU service exports none, and a
+    scrape never creates a CUDA context)."""
+
+    def describe(self) -> Iterator[GaugeMetricFamily]:
+        return iter(self._families())
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        allocated, reserved, total = families = self._families()
+        if torch.cuda.is_initialized():
+            for index in range(torch.cuda.device_count()):
+                device = f"cuda:{index}"
+                allocated.add_metric([device], torch.cuda.memory_allocated(index))
+                reserved.add_metric([device], torch.cuda.memory_reserved(index))
+                total.add_metric([device], torch.cuda.get_device_properties(index).total_memory)
+        return iter(families)
+
+    @staticmethod
+    def _families() -> list[GaugeMetricFamily]:
+        return [
+            GaugeMetricFamily(
+                "clipserve_gpu_memory_allocated_bytes", "GPU memory held by tensors", labels=["device"]
+            ),
+            GaugeMetricFamily(
+                "clipserve_gpu_memory_reserved_bytes",
+                "GPU memory reserved by torch's caching allocator (allocated plus cached blocks)",
+                labels=["device"],
+            ),
+            GaugeMetricFamily(
+                "clipserve_gpu_memory_total_bytes", "GPU memory of the device", labels=["device"]
+            ),
+        ]

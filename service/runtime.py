@@ -95,6 +95,7 @@ async def start_runtime(settings: Settings, metrics: Metrics) -> Runtime:
     encoder = await asyncio.to_thread(build_image_encoder, settings, backbone)  # may export ONNX
     limits = DecodeLimits(settings.max_image_pixels, tuple(settings.image_formats))
     config = BatchConfig(settings.max_batch_size, settings.max_wait_ms / 1000, settings.max_queue_images)
+    metrics.queue_capacity.set(settings.max_queue_images)
     batcher = Batcher(encoder, backbone.preprocessing, backbone.device, config, metrics)
     text = TextCache(settings.text_cache_entries, metrics)
     registry = Registry(backbone, batcher, text, metrics)
