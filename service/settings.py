@@ -23,7 +23,10 @@ class Settings(BaseSettings):
     port: int = Field(default=8000, description="TCP port")
 
     # -- backbone
-    arch: str = Field(default="ViT-B-16", description="open_clip architecture, e.g. ViT-B-16")
+    arch: str = Field(
+        default="ViT-B-16-quickgelu",
+        description="open_clip architecture; -quickgelu variants match OpenAI weights (training default)",
+    )
     pretrained: str = Field(
         default="openai",
         description="open_clip pretrained tag, a local weights file, or 'random' (meaningless answers; "
@@ -97,6 +100,13 @@ class Settings(BaseSettings):
         if isinstance(value, list):
             return [str(part).upper() for part in value]
         return value
+
+    @field_validator("admin_token", mode="before")
+    @classmethod
+    def _empty_token_disables_admin(cls, value: object) -> object:
+        # CLIPSERVE_ADMIN_TOKEN="" (a templated env var left blank) must mean "admin off", not
+        # "admin on with a token no one can send".
+        return None if isinstance(value, str) and not value.strip() else value
 
     @property
     def random_weights(self) -> bool:

@@ -40,7 +40,7 @@ class TrainRequest:
     shots: int | None = 16
     subset: str = "all"  # all | base | new
     seed: int = 1
-    arch: str = "ViT-B-16"
+    arch: str = "ViT-B-16-quickgelu"
     pretrained: str | None = "openai"
     backbone_seed: int = 0  # only for random weights
     precision: str = "auto"  # backbone weights: bf16 on CUDA, fp32 on CPU

@@ -46,3 +46,15 @@ def test_invalid_values_are_refused_with_the_field_named(capsys: pytest.CaptureF
     cli.add_arguments(parser)
     assert cli.run(parser.parse_args(["--max-batch-size", "0"])) == 2
     assert "max_batch_size" in capsys.readouterr().err
+
+
+def test_a_blank_admin_token_disables_admin_instead_of_locking_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CLIPSERVE_ADMIN_TOKEN", "  ")
+    assert parse([]).admin_token is None
+
+
+def test_the_default_backbone_is_the_one_training_defaults_to() -> None:
+    # OpenAI weights need QuickGELU; a service on plain ViT-B-16 would refuse default-trained checkpoints.
+    from training.pipeline import TrainRequest
+
+    assert Settings().arch == TrainRequest(data="d", out="o").arch == "ViT-B-16-quickgelu"
