@@ -91,7 +91,7 @@ def test_extra_views_come_from_the_raw_image_and_bad_files_are_skipped(image_fol
     assert isinstance(sample, Sample)
     assert set(sample.views) == {"moco", "augmix"}
     assert all(v.shape == (3, 32, 32) for v in sample.views.values())
-    corrupt = [i for i, r in enumerate(data.records) if r.path.endswith("corrupt.jpg")][0]
+    corrupt = next(i for i, r in enumerate(data.records) if r.path.endswith("corrupt.jpg"))
     assert isinstance(dataset[(corrupt, 0)], Skipped)
     with pytest.raises(ValueError, match="unknown extra views"):
         view_transforms(("nope",), PRE)
