@@ -17,6 +17,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "training.world_cmd",
         "write the procedural demo world out as an image folder (one folder per class)",
     ),
+    "pretrain": (
+        "training.pretrain_cmd",
+        "pretrain a small backbone on the procedural world (InfoNCE, ProtoCLIP)",
+    ),
 }
 
 
