@@ -21,8 +21,9 @@ from models.zeroshot import class_embedding_matrix
 from training.checkpoints import CHECKPOINT_FILE
 from training.distributed import DistContext, barrier, broadcast_parameters
 from training.pretrain.config import PretrainConfig, validate
+from training.pretrain.episodes import Teacher
 from training.pretrain.evaluate import image_features, linear_probe_accuracy, zero_shot_accuracy
-from training.pretrain.loop import PretrainOptions, PretrainResult, Teacher, pretrain
+from training.pretrain.loop import PretrainOptions, PretrainResult, pretrain
 from training.pretrain.model import PretrainModel
 from training.pretrain.pool import Pool, cached_pool
 from training.state import fingerprint
@@ -61,7 +62,7 @@ def run_pretraining(
     pool = cached_pool(
         run.pool_cache, world, backbone, "train", config.pool_size, num_workers=run.num_workers
     )
-    log.info("rendered %d training samples in %.0f s", len(pool), time.perf_counter() - started)
+    log.info("training pool of %d samples ready after %.0f s", len(pool), time.perf_counter() - started)
     settings = {
         "config": config.to_dict(),
         "backbone": backbone.identity.to_dict(),

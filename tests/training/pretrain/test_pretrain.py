@@ -7,8 +7,10 @@ import dataclasses
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 import clipserve_cli
 from models.backbone import Backbone, build_backbone
@@ -18,7 +20,7 @@ from training.pretrain.config import PretrainConfig
 from training.pretrain.loop import PretrainOptions, pretrain
 from training.pretrain.model import PretrainModel
 from training.pretrain.pool import Pool, render_pool
-from training.pretrain.run import RunOptions, run_pretraining
+from training.pretrain.run import RunOptions, load_teacher, run_pretraining
 from training.pretrain.steps import StepBatch, objective
 from training.pretrain_cmd import add_arguments, config_from_args
 from training.world import World
@@ -176,3 +178,21 @@ def test_the_cli_exposes_every_setting() -> None:
         == PretrainConfig()
     )
     assert parser.prog == "clipserve"
+
+
+def test_an_external_teacher_adds_its_prototype_loss(pool: Pool, tmp_path: Path) -> None:
+    features = torch.randn(len(pool), 12, generator=torch.Generator().manual_seed(0))
+    path = tmp_path / "teacher.npy"
+    np.save(path, features.numpy())
+    teacher = load_teacher(str(path), len(pool), torch.device("cpu"))
+    assert teacher is not None
+    rows = torch.tensor([3, 1, 3])
+    assert torch.allclose(teacher(rows), F.normalize(features[rows], dim=-1))
+    config = tiny_config(method="protoclip", episodes=2)
+    _, model = fresh_model(config)
+    options = PretrainOptions(tmp_path / "run", progress=False, teacher=teacher)
+    pretrain(model, pool, config, DistContext(), options)
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["external"] > 0 for r in records if r["event"] == "epoch" and r["prototypes"]] == [True]
+    with pytest.raises(ValueError, match="teacher features"):
+        load_teacher(str(path), len(pool) + 1, torch.device("cpu"))
