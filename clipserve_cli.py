@@ -15,6 +15,14 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("training.train_cmd", "learn a prompt from a folder of images; writes a servable checkpoint"),
     "eval": ("training.eval_cmd", "score checkpoints with a paper protocol; JSON/Markdown report with plots"),
     "export": ("training.export_cmd", "servable checkpoint with eval results, and the image encoder as ONNX"),
+    "world": (
+        "training.world_cmd",
+        "write the procedural demo world out as an image folder (one folder per class)",
+    ),
+    "pretrain": (
+        "training.pretrain_cmd",
+        "pretrain a small backbone on the procedural world (InfoNCE, ProtoCLIP)",
+    ),
 }
 
 

@@ -1,0 +1,152 @@
+"""One pretraining step: the objective on one global batch, the optimiser and its schedule, and
+the gather that makes several processes compute exactly one process's loss.
+
+Multi-process (torchrun): each rank encodes its contiguous share of the global batch; InfoNCE
+needs every pair, so features are all-gathered, and each rank sums the loss terms of ITS rows only
+(its images against all texts, its texts against all images, its prototype terms), divided by the
+global batch size. The gather's backward sums gradients over ranks, so after the one all-reduce of
+training/distributed.py the update equals one process's step on the whole global batch.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+from training.distributed import DistContext
+from training.pretrain.config import PretrainConfig
+from training.pretrain.losses import proto_loss, soft_targets
+from training.pretrain.model import PretrainModel
+from training.pretrain.prototypes import Prototypes
+
+NO_DECAY_MARKERS = ("bias", "ln_", "bn", "logit_scale", "positional_embedding", "class_embedding")
+
+
+@dataclass
+class StepBatch:
+    pixels: torch.Tensor  # [b, 3, H, W] this rank's rows
+    tokens: torch.Tensor  # [b, L]
+    eot: torch.Tensor  # [b]
+    positions: torch.Tensor  # [b] the rows' positions in the episode (cluster label lookup)
+    global_size: int  # B, rows over all ranks
+    offset: int  # where this rank's rows start in the global batch
+
+
+class _GatherRows(torch.autograd.Function):
+    """all_gather along dim 0 whose backward sums the incoming gradients over ranks and hands
+    each rank the slice of its own rows (works on gloo and NCCL alike)."""
+
+    @staticmethod
+    def forward(ctx, local: torch.Tensor, world_size: int, rank: int) -> torch.Tensor:
+        parts = [torch.empty_like(local) for _ in range(world_size)]
+        dist.all_gather(parts, local.contiguous())
+        ctx.rank, ctx.rows = rank, len(local)
+        return torch.cat(parts)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad)
+        return grad[ctx.rank * ctx.rows : (ctx.rank + 1) * ctx.rows], None, None
+
+
+def gather_rows(local: torch.Tensor, ctx: DistContext) -> torch.Tensor:
+    if not ctx.distributed:
+        return local
+    result: torch.Tensor = _GatherRows.apply(local, ctx.world_size, ctx.rank)
+    return result
+
+
+def objective(
+    model: PretrainModel,
+    batch: StepBatch,
+    protos: Prototypes | None,
+    config: PretrainConfig,
+    ctx: DistContext,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """This rank's share of the loss (the shares sum to the global-batch loss) and its parts."""
+    features = model(batch.pixels, batch.tokens, batch.eot)
+    image, text = gather_rows(features.image, ctx), gather_rows(features.text, ctx)  # [B, D]
+    scale, proto_scale = model.scales()
+    rows = slice(batch.offset, batch.offset + len(batch.pixels))
+    logits = scale * image[rows] @ text.T  # [b, B]
+    targets = torch.arange(batch.offset, rows.stop, device=image.device)
+    per_row = F.cross_entropy(logits, targets, reduction="sum") + F.cross_entropy(
+        scale * text[rows] @ image.T, targets, reduction="sum"
+    )
+    parts = {"clip": per_row / (2 * batch.global_size)}
+    total = config.w_clip * parts["clip"]
+    if protos is not None and proto_scale is not None:
+        assert features.image_proj is not None and features.text_proj is not None
+        share = len(batch.pixels) / batch.global_size  # proto terms are per row: mean * share
+        parts.update(
+            _proto_terms(features.image_proj, features.text_proj, batch, protos, proto_scale, config)
+        )
+        total = total + share * (config.w_proto * parts["proto"] + config.w_external * parts["external"])
+    return total, parts
+
+
+def _proto_terms(
+    image: torch.Tensor,
+    text: torch.Tensor,
+    batch: StepBatch,
+    protos: Prototypes,
+    scale: torch.Tensor,
+    config: PretrainConfig,
+) -> dict[str, torch.Tensor]:
+    text_labels = protos.text_clusters.labels[batch.positions]
+    image_labels = protos.image_clusters.labels[batch.positions]
+    tau = config.target_temperature
+    i2t = proto_loss(
+        image, protos.image_protos_of_text, protos.text_clusters.centroids, text_labels, scale, tau
+    )
+    t2i = proto_loss(
+        text, protos.text_protos_of_image, protos.image_clusters.centroids, image_labels, scale, tau
+    )
+    terms = {"proto": (i2t + t2i) / 2, "external": torch.zeros((), device=image.device)}
+    external = protos.external_clusters
+    if external is not None:
+        assert protos.image_protos_of_external is not None and protos.text_protos_of_external is not None
+        labels = external.labels[batch.positions]
+        i2e = proto_loss(image, protos.image_protos_of_external, external.centroids, labels, scale, -1)
+        t2e = proto_loss(text, protos.text_protos_of_external, external.centroids, labels, scale, -1)
+        terms["external"] = (i2e + t2e) / 2
+    return terms
+
+
+def build_optimizer(model: nn.Module, config: PretrainConfig, visual: set[int]) -> torch.optim.AdamW:
+    """AdamW with four groups (ProtoCLIP): image tower / rest, each split into decayed weights
+    and undecayed gains, biases, embeddings of positions and temperatures."""
+    groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
+    for name, param in model.named_parameters():
+        if param.requires_grad:
+            decay = param.ndim >= 2 and not any(marker in name for marker in NO_DECAY_MARKERS)
+            groups.setdefault((id(param) in visual, decay), []).append(param)
+    param_groups = [
+        {"params": params, "weight_decay": config.weight_decay if decay else 0.0, "visual": is_visual}
+        for (is_visual, decay), params in sorted(groups.items())
+    ]
+    return torch.optim.AdamW(param_groups, lr=config.lr, betas=config.betas, eps=config.eps)
+
+
+def learning_rate(config: PretrainConfig, step: int) -> float:
+    """Linear warmup, then cosine to zero; a pure function of the global step (resumable)."""
+    total = config.total_steps
+    warmup = max(1, round(config.warmup_fraction * total))
+    if step < warmup:
+        return config.lr * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return config.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def set_learning_rate(optimizer: torch.optim.Optimizer, lr: float, freeze_visual: bool) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = 0.0 if freeze_visual and group["visual"] else lr
+
+
+__all__ = ["StepBatch", "build_optimizer", "gather_rows", "learning_rate", "objective", "soft_targets"]
