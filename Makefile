@@ -26,13 +26,16 @@ lint: install
 	$(BIN)/ruff format --check models training service tests bench deploy clipserve_cli.py
 	$(BIN)/mypy models training service deploy clipserve_cli.py
 
-# Until the bundled demo model lands (issue 6), `make serve` runs the tiny RANDOM model: the API is
-# real, the answers are meaningless. Drop *.safetensors checkpoints trained on that backbone into
-# $(CHECKPOINT_DIR) and they are served (and hot-swapped) by file stem. Real weights: see README.
+# `make serve` runs the bundled demo (models/demo): a small CLIP pretrained on the procedural
+# shapes world, with the built-in `zeroshot` model and the CoOp checkpoint `world-coop` (the
+# default). The demo checkpoints are copied into $(CHECKPOINT_DIR), which is watched: drop more
+# *.safetensors trained on the demo backbone there and they are served by file stem.
+# Other weights: make serve SERVE_ARGS="--arch ViT-B-16-quickgelu --pretrained FILE" (see README).
 CHECKPOINT_DIR ?= runs/checkpoints
-SERVE_ARGS     ?= --arch clipserve-tiny-vit --pretrained random
+SERVE_ARGS     ?= --arch clipserve-demo-rn --pretrained models/demo/backbone.safetensors --default-model world-coop
 serve: install
 	mkdir -p $(CHECKPOINT_DIR)
+	cp -n models/demo/checkpoints/*.safetensors $(CHECKPOINT_DIR)/
 	$(BIN)/clipserve serve --host 127.0.0.1 --port 8000 --checkpoint-dir $(CHECKPOINT_DIR) $(SERVE_ARGS)
 
 # Deployment checks with the real tools: promtool (config, rules, rule unit tests), the compose-spec

@@ -104,6 +104,8 @@ def save_checkpoint(path: str | Path, checkpoint: Checkpoint) -> Path:
     temp = path.with_name(f".{path.name}.{os.getpid()}-{threading.get_ident()}{TEMP_SUFFIX}")
     try:
         save_file(tensors, str(temp), metadata=metadata)
+        # Readable by a service running as another user (the temp file may be created 0600).
+        os.chmod(temp, 0o644)
         _fsync(temp)
         os.replace(temp, path)
     finally:

@@ -53,3 +53,27 @@ def test_the_demo_backbone_classifies_generated_images(tmp_path: Path) -> None:
         total += len(batch.labels)
     assert total == 128
     assert correct / total > 0.5  # chance is 1/64; the recorded figure is in the header
+
+
+def test_the_demo_coop_checkpoint_serves_the_world_classes(tmp_path: Path) -> None:
+    """The CoOp checkpoint `make serve` uses as its default model loads strictly on the demo
+    backbone and its stored class embeddings classify fresh held-out photos."""
+    from models.checkpoint import load_checkpoint
+    from models.prompts import METHODS
+
+    backbone = build_backbone(ARCH, str(DEMO))
+    checkpoint = load_checkpoint(DEMO.parent / "checkpoints" / "world-coop.safetensors", backbone.identity)
+    learner = METHODS[checkpoint.header.method].from_checkpoint(backbone, checkpoint)
+    assert checkpoint.class_embeddings is not None and checkpoint.header.classnames == World().classnames
+    with torch.no_grad():  # the stored matrix is what the learned prompt gives
+        torch.testing.assert_close(learner.class_embeddings(learner.classnames), checkpoint.class_embeddings)
+    data = load_dataset(World().write_folder(tmp_path, "heldout", per_class=1, style="photo", start=2000))
+    loader = DataLoader(
+        EvalImages(data.records, eval_transform(backbone.preprocessing)), batch_size=64, collate_fn=collate
+    )
+    correct = 0
+    for batch in loader:
+        assert batch.images is not None
+        predictions = (backbone.encode_images(batch.images) @ checkpoint.class_embeddings.T).argmax(dim=1)
+        correct += int((predictions == batch.labels).sum())
+    assert correct / len(data.records) > 0.8  # 99.8% on 512 held-out photos at export (its header)
