@@ -78,9 +78,11 @@ def encode_token_embeddings(
     cast_dtype = backbone.cast_dtype
     if embeddings.shape[0] == 0:
         return embeddings.new_zeros(0, backbone.embed_dim, dtype=torch.float32)  # [0, D]
-    eot_index = eot_index.to(embeddings.device)
+    # Read the lengths before moving the indices: tokenize() leaves them on the CPU, so no
+    # device sync is needed here on every text pass.
     length = int(eot_index.max().item()) + 1
     shortest = int(eot_index.min().item())  # deep prompts must end before every EOT
+    eot_index = eot_index.to(embeddings.device)
     x = embeddings[:, :length].to(cast_dtype)  # [N, T, W], T <= L
     x = x + model.positional_embedding[:length].to(cast_dtype)
     mask = None if model.attn_mask is None else model.attn_mask[:length, :length]
