@@ -22,21 +22,19 @@ import os
 import platform
 import shutil
 import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
-import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.reliability_report import write_report
+from bench.server_process import ServerProcess, clipserve_command, free_port
 from models.backbone import build_backbone, file_sha256
 from tests.service.conftest import image_bytes, make_learner, write_checkpoint
 
@@ -56,55 +54,16 @@ class Record:
     body: dict[str, Any] | None = None
 
 
-@dataclass
-class Server:
-    folder: Path
-    device: str
-    port: int = 0
-    process: subprocess.Popen[bytes] | None = None
-    url: str = ""
-    log: list[str] = field(default_factory=list)
-
-    def start(self) -> Server:
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            self.port = probe.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        command = [
-            str(Path(sys.executable).with_name("clipserve")), "serve", "--host", "127.0.0.1",
-            "--port", str(self.port), "--arch", "clipserve-tiny-vit", "--pretrained", "random",
-            "--device", self.device, "--checkpoint-dir", str(self.folder), "--watch-interval-s", "0.5",
-            "--max-queue-images", str(QUEUE_IMAGES), "--max-inflight-requests", str(INFLIGHT), "--request-timeout-s", str(DEADLINE_S),
-            "--drain-grace-s", "1", "--drain-timeout-s", "20", "--log-level", "warning",
-        ]  # fmt: skip
-        env = {**os.environ, "CLIPSERVE_ADMIN_TOKEN": TOKEN}
-        self.process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            assert self.process.poll() is None, (
-                self.process.stderr.read().decode() if self.process.stderr else ""
-            )
-            try:
-                if httpx.get(self.url + "/health/ready", timeout=1).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        raise RuntimeError("server did not become ready in 120 s")
-
-    def rss(self) -> int:
-        assert self.process is not None
-        return int(psutil.Process(self.process.pid).memory_info().rss)
-
-    def stop(self) -> int:
-        assert self.process is not None
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-        try:
-            return self.process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            return -9
+def start_server(folder: Path, device: str) -> ServerProcess:
+    """The tiny random model with a watched folder, small limits so overload shows quickly."""
+    port = free_port()
+    flags = [
+        "--arch", "clipserve-tiny-vit", "--pretrained", "random", "--device", device,
+        "--checkpoint-dir", str(folder), "--watch-interval-s", "0.5",
+        "--max-queue-images", str(QUEUE_IMAGES), "--max-inflight-requests", str(INFLIGHT), "--request-timeout-s", str(DEADLINE_S),
+        "--drain-grace-s", "1", "--drain-timeout-s", "20", "--log-level", "warning",
+    ]  # fmt: skip
+    return ServerProcess(clipserve_command(port, *flags), port, env={"CLIPSERVE_ADMIN_TOKEN": TOKEN}).start()
 
 
 # -- traffic ------------------------------------------------------------------------------------
@@ -193,7 +152,7 @@ def summary(records: list[Record], seconds: float) -> dict[str, Any]:
 # -- phases -------------------------------------------------------------------------------------
 
 
-def capacity(server: Server, blob: bytes, seconds: float) -> dict[str, Any]:
+def capacity(server: ServerProcess, blob: bytes, seconds: float) -> dict[str, Any]:
     asyncio.run(closed_loop(server.url, blob, 4, min(2.0, seconds)))  # warm-up
     best: dict[str, Any] = {}
     for workers in (4, 16):
@@ -203,7 +162,7 @@ def capacity(server: Server, blob: bytes, seconds: float) -> dict[str, Any]:
     return best
 
 
-def sustained(server: Server, blob: bytes, rate: float, seconds: float) -> dict[str, Any]:
+def sustained(server: ServerProcess, blob: bytes, rate: float, seconds: float) -> dict[str, Any]:
     rss: list[tuple[float, int]] = []
     started = time.monotonic()
     records = asyncio.run(
@@ -235,7 +194,7 @@ def sustained(server: Server, blob: bytes, rate: float, seconds: float) -> dict[
     }
 
 
-def overload(server: Server, blob: bytes, rate: float, seconds: float) -> dict[str, Any]:
+def overload(server: ServerProcess, blob: bytes, rate: float, seconds: float) -> dict[str, Any]:
     records = asyncio.run(open_loop(server.url, blob, 3 * rate, seconds))
     refused = [r for r in records if r.status == 429]
     recovery_records = asyncio.run(open_loop(server.url, blob, 0.5 * rate, max(2.0, seconds / 2)))
@@ -251,7 +210,7 @@ def overload(server: Server, blob: bytes, rate: float, seconds: float) -> dict[s
 
 
 async def swap_under_load(
-    server: Server, blob: bytes, files: dict[str, str], bad: dict[str, int], swaps: int
+    server: ServerProcess, blob: bytes, files: dict[str, str], bad: dict[str, int], swaps: int
 ) -> dict[str, Any]:
     records: list[Record] = []
     stop = asyncio.Event()
@@ -324,15 +283,14 @@ def _swap_figures(records: list[Record], versions: dict[str, str], files: dict[s
     }
 
 
-def sigterm_under_load(server: Server, blob: bytes) -> dict[str, Any]:
+def sigterm_under_load(server: ServerProcess, blob: bytes) -> dict[str, Any]:
     before = {m["name"]: m["sha256"] for m in httpx.get(server.url + "/v1/models").json()["data"]}
 
     async def scenario() -> tuple[list[Record], float]:
         load = asyncio.create_task(closed_loop(server.url, blob, 8, 4.0))
         await asyncio.sleep(1.5)
         signalled = time.monotonic()
-        assert server.process is not None
-        server.process.send_signal(signal.SIGTERM)
+        server.signal(signal.SIGTERM)
         return await load, signalled
 
     records, signalled = asyncio.run(scenario())
@@ -350,7 +308,7 @@ def sigterm_under_load(server: Server, blob: bytes) -> dict[str, Any]:
 
 
 def restart(folder: Path, device: str, before: dict[str, str]) -> dict[str, Any]:
-    server = Server(folder, device).start()
+    server = start_server(folder, device)
     try:
         after = {m["name"]: m["sha256"] for m in httpx.get(server.url + "/v1/models").json()["data"]}
     finally:
@@ -392,7 +350,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     results: dict[str, Any] = {}
     try:
         files, bad = checkpoints(folder)
-        server = Server(folder, args.device).start()
+        server = start_server(folder, args.device)
         try:
             results["capacity"] = capacity(server, blob, args.capacity_seconds)
             rate = results["capacity"]["ok_per_s"]
