@@ -25,6 +25,7 @@ import signal
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.loadgen import Record, closed_loop, open_loop, quantile, raw_classify, summarise
 from bench.reliability_report import write_report
 from bench.server_process import ServerProcess, clipserve_command, free_port
 from models.backbone import build_backbone, file_sha256
@@ -40,17 +42,16 @@ from tests.service.conftest import image_bytes, make_learner, write_checkpoint
 
 TOKEN = "reliability-token"
 LABELS = ["cat", "dog", "zebra"]
-QUEUE_IMAGES = 64
-INFLIGHT = 32
+QUEUE_IMAGES = 128
+INFLIGHT = 64
 DEADLINE_S = 5.0
 
 
 @dataclass
-class Record:
-    started: float
-    seconds: float
+class Answer:
+    """One request of the hot-swap phase, whose bodies are checked (the load phases use bench.loadgen)."""
+
     status: int  # 0: no HTTP answer (connection refused or reset)
-    retry_after: str | None = None
     body: dict[str, Any] | None = None
 
 
@@ -69,120 +70,60 @@ def start_server(folder: Path, device: str) -> ServerProcess:
 # -- traffic ------------------------------------------------------------------------------------
 
 
-async def one(client: httpx.AsyncClient, blob: bytes, out: list[Record], model: str | None = None) -> None:
-    params: dict[str, Any] = {"labels": LABELS} if model is None else {"model": model}
-    started = time.monotonic()
+async def one(client: httpx.AsyncClient, blob: bytes, out: list[Answer], model: str) -> None:
     try:
         response = await client.post(
-            "/classify", content=blob, params=params, headers={"content-type": "image/png"}
+            "/classify", content=blob, params={"model": model}, headers={"content-type": "image/png"}
         )
-        body = response.json() if response.status_code == 200 else None
-        out.append(Record(started, time.monotonic() - started, response.status_code,
-                          response.headers.get("retry-after"), body))  # fmt: skip
+        out.append(Answer(response.status_code, response.json() if response.status_code == 200 else None))
     except httpx.HTTPError:
-        out.append(Record(started, time.monotonic() - started, 0))
-
-
-async def closed_loop(
-    url: str, blob: bytes, workers: int, seconds: float, model: str | None = None
-) -> list[Record]:
-    out: list[Record] = []
-    stop_at = time.monotonic() + seconds
-
-    async def worker(client: httpx.AsyncClient) -> None:
-        for _ in range(1_000_000):
-            if time.monotonic() >= stop_at:
-                return
-            await one(client, blob, out, model)
-
-    async with httpx.AsyncClient(base_url=url, timeout=DEADLINE_S * 3, limits=_limits(workers)) as client:
-        await asyncio.gather(*(worker(client) for _ in range(workers)))
-    return out
-
-
-async def open_loop(url: str, blob: bytes, rate: float, seconds: float, on_tick: Any = None) -> list[Record]:
-    """`rate` requests per second on a fixed schedule, whatever the answers (at most 128 in flight;
-    a request due while 128 are in flight is not sent)."""
-    out: list[Record] = []
-    count = max(1, int(rate * seconds))
-    tasks: set[asyncio.Task[None]] = set()
-    async with httpx.AsyncClient(base_url=url, timeout=DEADLINE_S * 3, limits=_limits(128)) as client:
-        start = time.monotonic()
-        next_tick = start
-        for i in range(count):
-            delay = start + i / rate - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            if len(tasks) < 128:
-                task = asyncio.create_task(one(client, blob, out))
-                tasks.add(task)
-                task.add_done_callback(tasks.discard)
-            if on_tick is not None and time.monotonic() >= next_tick:
-                on_tick()
-                next_tick += 1.0
-        await asyncio.gather(*tasks)
-    return out
+        out.append(Answer(0))
 
 
 def _limits(n: int) -> httpx.Limits:
     return httpx.Limits(max_connections=n, max_keepalive_connections=n)
 
 
-def quantile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
-
-
-def summary(records: list[Record], seconds: float) -> dict[str, Any]:
-    ok = [r.seconds for r in records if r.status == 200]
-    codes: dict[str, int] = {}
-    for r in records:
-        codes[str(r.status)] = codes.get(str(r.status), 0) + 1
-    return {
-        "requests": len(records),
-        "ok_per_s": round(len(ok) / seconds, 1),
-        "codes": codes,
-        "p50_ms": round(1000 * quantile(ok, 0.5), 1),
-        "p99_ms": round(1000 * quantile(ok, 0.99), 1),
-        "max_ms": round(1000 * max(ok, default=float("nan")), 1),
-        "server_errors": sum(1 for r in records if r.status >= 500 or r.status == 0),
-    }
+def figures(records: list[Record], seconds: float) -> dict[str, Any]:
+    return summarise(records, seconds).as_dict()
 
 
 # -- phases -------------------------------------------------------------------------------------
 
 
-def capacity(server: ServerProcess, blob: bytes, seconds: float) -> dict[str, Any]:
-    asyncio.run(closed_loop(server.url, blob, 4, min(2.0, seconds)))  # warm-up
+def capacity(server: ServerProcess, request: bytes, seconds: float) -> dict[str, Any]:
+    closed_loop(server.port, [request], 4, min(2.0, seconds), processes=2)  # warm-up
     best: dict[str, Any] = {}
-    for workers in (4, 16):
-        result = summary(asyncio.run(closed_loop(server.url, blob, workers, seconds)), seconds)
+    for clients in (4, 16):
+        result = figures(closed_loop(server.port, [request], clients, seconds, processes=2), seconds)
         if result["ok_per_s"] > best.get("ok_per_s", 0):
-            best = {**result, "workers": workers}
+            best = {**result, "clients": clients}
     return best
 
 
-def sustained(server: ServerProcess, blob: bytes, rate: float, seconds: float) -> dict[str, Any]:
+def sustained(server: ServerProcess, request: bytes, rate: float, seconds: float) -> dict[str, Any]:
     rss: list[tuple[float, int]] = []
     started = time.monotonic()
-    records = asyncio.run(
-        open_loop(
-            server.url, blob, rate, seconds, on_tick=lambda: rss.append((time.monotonic(), server.rss()))
-        )
-    )
+    with ThreadPoolExecutor(1) as pool:  # the load runs in child processes; this thread samples RSS
+        load = pool.submit(open_loop, server.port, [request], rate, seconds, 2, 256, DEADLINE_S * 3)
+        while not load.done():
+            rss.append((time.monotonic(), server.rss()))
+            time.sleep(1.0)
+        records = load.result()
     rss.append((time.monotonic(), server.rss()))
     warm = started + 0.2 * seconds
     after = [value for at, value in rss if at >= warm]
     base = after[0] if after else rss[-1][1]
+    start = records[0].due if records else started
     windows = []
     for i in range(10):
-        lo, hi = started + i * seconds / 10, started + (i + 1) * seconds / 10
-        part = [r.seconds for r in records if lo <= r.started < hi and r.status == 200]
+        lo, hi = start + i * seconds / 10, start + (i + 1) * seconds / 10
+        part = [r.seconds for r in records if lo <= r.due < hi and r.status == 200]
         windows.append(round(1000 * quantile(part, 0.99), 1))
     growth = (max(after, default=base) - base) / base
     settled = [w for w in windows[2:] if w == w]  # no NaN
     return {
-        **summary(records, seconds),
+        **figures(records, seconds),
         "offered_per_s": round(rate, 1),
         "seconds": seconds,
         "p99_ms_per_tenth": windows,
@@ -194,25 +135,30 @@ def sustained(server: ServerProcess, blob: bytes, rate: float, seconds: float) -
     }
 
 
-def overload(server: ServerProcess, blob: bytes, rate: float, seconds: float) -> dict[str, Any]:
-    records = asyncio.run(open_loop(server.url, blob, 3 * rate, seconds))
+def overload(server: ServerProcess, request: bytes, rate: float, seconds: float) -> dict[str, Any]:
+    # 256 connections: far more than max_inflight_requests, so the server (not the client) must refuse
+    records = open_loop(server.port, [request], 3 * rate, seconds, 2, 256, DEADLINE_S * 3)
     refused = [r for r in records if r.status == 429]
-    recovery_records = asyncio.run(open_loop(server.url, blob, 0.5 * rate, max(2.0, seconds / 2)))
+    recovery_seconds = max(2.0, seconds / 2)
+    recovery = open_loop(server.port, [request], 0.5 * rate, recovery_seconds, 2, 256, DEADLINE_S * 3)
     return {
-        **summary(records, seconds),
+        **figures(records, seconds),
         "offered_per_s": round(3 * rate, 1),
         "refused_429": len(refused),
         "refused_without_retry_after": sum(1 for r in refused if not r.retry_after),
         "refusal_p99_ms": round(1000 * quantile([r.seconds for r in refused], 0.99), 1),
+        "accepted_p99_server_ms": round(
+            quantile([r.server_ms or 0.0 for r in records if r.status == 200], 0.99), 1
+        ),
         "accepted_over_deadline": sum(1 for r in records if r.status == 200 and r.seconds > DEADLINE_S),
-        "recovery": summary(recovery_records, max(2.0, seconds / 2)),
+        "recovery": figures(recovery, recovery_seconds),
     }
 
 
 async def swap_under_load(
     server: ServerProcess, blob: bytes, files: dict[str, str], bad: dict[str, int], swaps: int
 ) -> dict[str, Any]:
-    records: list[Record] = []
+    records: list[Answer] = []
     stop = asyncio.Event()
     headers = {"Authorization": f"Bearer {TOKEN}"}
     good = sorted(files)
@@ -255,7 +201,7 @@ def _pets(listing: dict[str, Any]) -> tuple[str, str]:
     return pets["version"], pets["sha256"]
 
 
-def _swap_figures(records: list[Record], versions: dict[str, str], files: dict[str, str],
+def _swap_figures(records: list[Answer], versions: dict[str, str], files: dict[str, str],
                   refusals: list[tuple[str, int, bool]]) -> dict[str, Any]:  # fmt: skip
     first: dict[str, dict[str, float]] = {}  # sha -> label -> score of the first answer it gave
     differing, inconsistent = set(), 0
@@ -283,24 +229,21 @@ def _swap_figures(records: list[Record], versions: dict[str, str], files: dict[s
     }
 
 
-def sigterm_under_load(server: ServerProcess, blob: bytes) -> dict[str, Any]:
+def sigterm_under_load(server: ServerProcess, request: bytes) -> dict[str, Any]:
     before = {m["name"]: m["sha256"] for m in httpx.get(server.url + "/v1/models").json()["data"]}
-
-    async def scenario() -> tuple[list[Record], float]:
-        load = asyncio.create_task(closed_loop(server.url, blob, 8, 4.0))
-        await asyncio.sleep(1.5)
+    with ThreadPoolExecutor(1) as pool:  # 8 clients for 4 s in child processes; SIGTERM after 1.5 s
+        load = pool.submit(closed_loop, server.port, [request], 8, 4.0, 2, DEADLINE_S * 3)
+        time.sleep(1.5)
         signalled = time.monotonic()
         server.signal(signal.SIGTERM)
-        return await load, signalled
-
-    records, signalled = asyncio.run(scenario())
+        records = load.result()
     started = time.monotonic()
     code = server.stop()
-    sent_before = [r for r in records if r.started < signalled]
+    sent_before = [r for r in records if r.due < signalled]
     return {
         "requests_sent_before_sigterm": len(sent_before),
         "of_which_not_200": sum(1 for r in sent_before if r.status != 200),
-        "after_sigterm_codes": summary([r for r in records if r.started >= signalled], 1)["codes"],
+        "after_sigterm_codes": figures([r for r in records if r.due >= signalled], 1)["codes"],
         "exit_code": code,
         "exit_seconds_after_load": round(time.monotonic() - started, 1),
         "models_before": before,
@@ -347,17 +290,18 @@ def checkpoints(folder: Path) -> tuple[dict[str, str], dict[str, int]]:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     folder = Path(tempfile.mkdtemp(prefix="clipserve-reliability-"))
     blob = image_bytes(7)
+    request = raw_classify(blob, LABELS)  # the load phases' request: a raw PNG body, labels in the query
     results: dict[str, Any] = {}
     try:
         files, bad = checkpoints(folder)
         server = start_server(folder, args.device)
         try:
-            results["capacity"] = capacity(server, blob, args.capacity_seconds)
+            results["capacity"] = capacity(server, request, args.capacity_seconds)
             rate = results["capacity"]["ok_per_s"]
-            results["sustained"] = sustained(server, blob, 0.8 * rate, args.sustained_seconds)
-            results["overload"] = overload(server, blob, rate, args.overload_seconds)
+            results["sustained"] = sustained(server, request, 0.8 * rate, args.sustained_seconds)
+            results["overload"] = overload(server, request, rate, args.overload_seconds)
             results["hot_swap"] = asyncio.run(swap_under_load(server, blob, files, bad, args.swaps))
-            results["sigterm"] = sigterm_under_load(server, blob)
+            results["sigterm"] = sigterm_under_load(server, request)
         finally:
             server.stop()
         results["restart"] = restart(folder, args.device, results["sigterm"].pop("models_before"))

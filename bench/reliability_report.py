@@ -13,14 +13,15 @@ START, END = "<!-- reliability:results:start -->", "<!-- reliability:results:end
 def table(results: dict[str, Any], checks: dict[str, bool]) -> str:
     c, s, o, h, t = (results[k] for k in ("capacity", "sustained", "overload", "hot_swap", "sigterm"))
     rows = [
-        ("capacity (closed loop)", f"{c['workers']} clients, {c['requests']} requests",
+        ("capacity (closed loop)", f"{c['clients']} clients, {c['requests']} requests",
          f"{c['ok_per_s']} req/s, p50 {c['p50_ms']} ms, p99 {c['p99_ms']} ms"),
         ("sustained at 80%", f"{s['offered_per_s']} req/s for {s['seconds']:.0f} s, {s['requests']} requests",
          f"codes {s['codes']}; p99 per tenth of the run (ms) {s['p99_ms_per_tenth']}; RSS "
          f"{s['rss_mb_after_warmup']} -> max {s['rss_mb_max']} MB ({100 * s['rss_growth']:.1f}%)"),
         ("overload at 3x", f"{o['offered_per_s']} req/s offered, {o['requests']} requests",
          f"codes {o['codes']}; 429 p99 {o['refusal_p99_ms']} ms, all with Retry-After: "
-         f"{o['refused_without_retry_after'] == 0}; accepted p99 {o['p99_ms']} ms, max {o['max_ms']} ms "
+         f"{o['refused_without_retry_after'] == 0}; accepted p99 {o['p99_ms']} ms (in the server "
+         f"{o['accepted_p99_server_ms']} ms), max {o['max_ms']} ms "
          f"(deadline 5 s); recovery at 50%: codes {o['recovery']['codes']}, p99 {o['recovery']['p99_ms']} ms"),
         ("hot swap under load", f"{h['good_swaps']} good swaps + {h['bad_files_tried']} bad files, "
          f"{h['requests']} requests", f"failed {h['failed_requests']}; {h['versions_answering']} versions answered; "

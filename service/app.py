@@ -16,6 +16,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from service.admission import ADMITTED_PATH, Admission
 from service.errors import ServiceError
 from service.metrics import Metrics
 from service.routes import admin, classify, health, models, ui
@@ -54,7 +55,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in (classify.router, models.router, admin.router, health.router, ui.router):
         app.include_router(router)
     install_error_handlers(app, state.metrics)
-    app.add_middleware(RequestMetrics, metrics=state.metrics)
+    classify_route = next(r for r in classify.router.routes if getattr(r, "path", None) == ADMITTED_PATH)
+    app.add_middleware(Admission, state=state, route=classify_route)
+    app.add_middleware(RequestMetrics, metrics=state.metrics)  # outermost: it sees refusals too
     return app
 
 
@@ -92,7 +95,9 @@ def install_error_handlers(app: FastAPI, metrics: Metrics) -> None:
 
 
 class RequestMetrics:
-    """Duration and count per route template (never the raw path), status code as a label."""
+    """Duration and count per route template (never the raw path), status code as a label; and a
+    `Server-Timing: app;dur=<ms>` header on every answer, so a client can tell time spent in the
+    service from time spent on the network and in its own queues."""
 
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app, self.metrics = app, metrics
@@ -107,6 +112,8 @@ class RequestMetrics:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
+                timing = f"app;dur={1000 * (time.monotonic() - started):.2f}".encode()
+                message = {**message, "headers": [*message.get("headers", []), (b"server-timing", timing)]}
             await send(message)
 
         try:

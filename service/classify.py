@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -10,7 +9,6 @@ from typing import Any
 
 import torch
 
-from service.errors import DeadlineExceeded
 from service.metrics import Metrics
 from service.parse import ClassifyInput
 from service.runtime import Runtime
@@ -20,25 +18,19 @@ from service.versions import Version
 async def classify(rt: Runtime, request: ClassifyInput) -> dict[str, Any]:
     """The data path: decode -> resize -> batcher (normalise on the device, image encoder shared by
     stock-image versions, cosine against the cached class matrix) -> softmax -> top-k -> response
-    naming the version used."""
-    try:
-        async with asyncio.timeout(rt.settings.request_timeout_s):
-            with rt.registry.acquire(request.model) as version:  # active now; held until we answer
-                labels, templates = version.resolve(request.labels, request.templates, rt.zeroshot_templates)
-                with stage(rt.metrics, "decode"):
-                    pixels = await rt.decoder.decode(request.images)  # Pillow: [N, 3, S, S] uint8
-                with stage(rt.metrics, "text"):
-                    classes = await class_side(rt, version, labels, templates)  # [C, D] cached, or labels
-                assert version.lane is not None
-                cosine = await version.lane.submit(pixels, classes)  # batched encoder pass: [N, C]
-                with stage(rt.metrics, "score"):
-                    scores = torch.softmax(version.logit_scale * cosine, dim=-1)  # [N, C]
-                    results = top_k(scores, cosine, labels, request.top_k)
-                return {"model": version.ref(), "results": results}
-    except TimeoutError as error:
-        raise DeadlineExceeded(
-            f"no answer within request_timeout_s={rt.settings.request_timeout_s}"
-        ) from error
+    naming the version used. The route runs it under the request's deadline."""
+    with rt.registry.acquire(request.model) as version:  # active now; held until we answer
+        labels, templates = version.resolve(request.labels, request.templates, rt.zeroshot_templates)
+        with stage(rt.metrics, "decode"):
+            pixels = await rt.decoder.decode(request.images)  # Pillow: [N, 3, S, S] uint8
+        with stage(rt.metrics, "text"):
+            classes = await class_side(rt, version, labels, templates)  # [C, D] cached, or labels
+        assert version.lane is not None
+        cosine = await version.lane.submit(pixels, classes)  # batched encoder pass: [N, C]
+        with stage(rt.metrics, "score"):
+            scores = torch.softmax(version.logit_scale * cosine, dim=-1)  # [N, C]
+            results = top_k(scores, cosine, labels, request.top_k)
+        return {"model": version.ref(), "results": results}
 
 
 async def class_side(

@@ -15,6 +15,7 @@ BATCH_BUCKETS = tuple(float(2**i) for i in range(11))  # 1 .. 1024
 STAGES = ("decode", "text", "queue", "encode", "score")
 REJECTIONS = (
     "queue_full",
+    "inflight_limit",
     "timeout",
     "too_large",
     "invalid",

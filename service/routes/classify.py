@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from fastapi import APIRouter
@@ -10,7 +11,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from service.classify import classify
-from service.errors import Overloaded
+from service.errors import DeadlineExceeded
 from service.parse import ClassifyJSON, parse_classify
 from service.routes.deps import RuntimeDep
 
@@ -72,13 +73,11 @@ REQUEST_BODY: dict[str, Any] = {
     description="A raw image/* body takes labels, templates, model and top_k as query parameters.",
 )
 async def classify_route(request: Request, runtime: RuntimeDep) -> JSONResponse:
-    limit = runtime.settings.max_inflight_requests
-    if runtime.inflight >= limit:  # refused before reading the body: cheap, so overload stays cheap
-        raise Overloaded(f"{runtime.inflight} requests in progress (max_inflight_requests={limit})", 1)
-    runtime.inflight += 1
+    # admitted by service.admission (max_inflight_requests); the deadline covers reading the body too
+    timeout = runtime.settings.request_timeout_s
     try:
-        with runtime.metrics.inflight.track_inprogress():
+        async with asyncio.timeout(timeout):
             parsed = await parse_classify(request, runtime.settings)
             return JSONResponse(await classify(runtime, parsed))
-    finally:
-        runtime.inflight -= 1
+    except TimeoutError as error:
+        raise DeadlineExceeded(f"no answer within request_timeout_s={timeout}") from error
