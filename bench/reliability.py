@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -103,17 +104,20 @@ def capacity(server: ServerProcess, request: bytes, seconds: float) -> dict[str,
 
 def sustained(server: ServerProcess, request: bytes, rate: float, seconds: float) -> dict[str, Any]:
     rss: list[tuple[float, int]] = []
+    gpu: list[tuple[float, float]] = []  # reserved bytes, from the service's /metrics (CUDA only)
     started = time.monotonic()
-    with ThreadPoolExecutor(1) as pool:  # the load runs in child processes; this thread samples RSS
+    with ThreadPoolExecutor(1) as pool:  # the load runs in child processes; this thread samples memory
         load = pool.submit(open_loop, server.port, [request], rate, seconds, 2, 256, DEADLINE_S * 3)
         while not load.done():
             rss.append((time.monotonic(), server.rss()))
+            gpu += [(time.monotonic(), value) for value in gpu_reserved_bytes(server)]
             time.sleep(1.0)
         records = load.result()
     rss.append((time.monotonic(), server.rss()))
     warm = started + 0.2 * seconds
     after = [value for at, value in rss if at >= warm]
     base = after[0] if after else rss[-1][1]
+    gpu_after = [value for at, value in gpu if at >= warm]
     start = records[0].due if records else started
     windows = []
     for i in range(10):
@@ -130,9 +134,20 @@ def sustained(server: ServerProcess, request: bytes, rate: float, seconds: float
         "rss_mb_after_warmup": round(base / 2**20, 1),
         "rss_mb_max": round(max(after, default=base) / 2**20, 1),
         "rss_growth": round(growth, 4),
+        "gpu_reserved_mb_after_warmup": round(gpu_after[0] / 2**20, 1) if gpu_after else None,
+        "gpu_reserved_growth": round(max(gpu_after) / gpu_after[0] - 1, 4) if gpu_after else None,
         # no upward drift: the last three tenths' median p99 within 2x (+20 ms) of tenths 3-5's
         "latency_stable": sorted(settled[-3:])[1] <= 2 * sorted(settled[:3])[1] + 20,
     }
+
+
+def gpu_reserved_bytes(server: ServerProcess) -> list[float]:
+    """clipserve_gpu_memory_reserved_bytes of the first device ([] on CPU: the gauge is absent)."""
+    text = httpx.get(server.url + "/metrics", timeout=5).text
+    for family in text_string_to_metric_families(text):
+        if family.name == "clipserve_gpu_memory_reserved_bytes" and family.samples:
+            return [family.samples[0].value]
+    return []
 
 
 def overload(server: ServerProcess, request: bytes, rate: float, seconds: float) -> dict[str, Any]:
@@ -317,6 +332,7 @@ def verdicts(r: dict[str, Any]) -> dict[str, bool]:
         "sustained: every request 200 (no 429 at 80%)": set(s["codes"]) == {"200"},
         "sustained: latency stable": s["latency_stable"],
         "sustained: RSS growth <= 5% after warm-up": s["rss_growth"] <= 0.05,
+        "sustained: GPU memory growth <= 5% after warm-up (CUDA only)": (s["gpu_reserved_growth"] or 0) <= 0.05,
         "overload: 429 with Retry-After": o["refused_429"] > 0 and o["refused_without_retry_after"] == 0,
         "overload: refusals fast (p99 < 0.5 s)": o["refusal_p99_ms"] < 500,
         "overload: zero 5xx": o["server_errors"] == 0,

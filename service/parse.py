@@ -3,7 +3,8 @@
 Three content types: multipart/form-data (repeated `images` files, `labels`, `templates`; `model`,
 `top_k`), application/json (base64 images), and a raw image body (image/*) with the other
 fields as query parameters. The body is counted while it streams, so an oversized upload is
-refused at `max_body_bytes` instead of after buffering it.
+refused at `max_body_bytes` instead of after buffering it; multipart is then cut into parts by
+service.multipart (fast for requests with many label fields).
 """
 
 from __future__ import annotations
@@ -16,12 +17,11 @@ from dataclasses import dataclass
 from urllib.parse import parse_qs
 
 from pydantic import BaseModel, ConfigDict, StrictInt, ValidationError
-from starlette.datastructures import UploadFile
-from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import Request
 
 from models.zeroshot import resolve_templates
 from service.errors import BadInput, Invalid, TooLarge, UnsupportedMedia
+from service.multipart import MultipartError, TooManyFields, TooManyFiles, boundary_of, parse_multipart
 from service.settings import Settings
 
 CONTENT_TYPES = "multipart/form-data, application/json or an image/* body"
@@ -74,49 +74,34 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join([chunk async for chunk in _limited_stream(request, limit)])
 
 
-class StrictMultiPartParser(MultiPartParser):
-    """Form fields must be text in their declared charset (UTF-8 by default); starlette would
-    silently read undecodable bytes as Latin-1."""
-
-    def on_part_end(self) -> None:
-        part = self._current_part
-        if part.file is None:
-            try:
-                part.data.decode(self._charset)
-            except (UnicodeDecodeError, LookupError) as error:
-                raise MultiPartException(
-                    f"form field {part.field_name!r} is not {self._charset.upper()} text"
-                ) from error
-        super().on_part_end()
-
-
 async def _parse_multipart(request: Request, settings: Settings) -> ClassifyInput:
-    parser = StrictMultiPartParser(
-        request.headers,
-        _limited_stream(request, settings.max_body_bytes),
-        max_files=settings.max_images,
-        max_fields=settings.max_labels + settings.max_templates + 2,
-        max_part_size=max(1024 * 1024, settings.max_label_chars * 4),
-    )
     try:
-        form = await parser.parse()
-    except MultiPartException as error:
-        if "Too many files" in error.message:
-            raise TooLarge(f"more than max_images={settings.max_images} images in one request") from error
-        if "Too many fields" in error.message:
-            raise Invalid(
-                f"too many form fields: at most max_labels={settings.max_labels} labels and "
-                f"max_templates={settings.max_templates} templates"
-            ) from error
-        raise BadInput(f"malformed multipart body: {error.message}") from error
-    try:
-        images = [await part.read() for part in form.getlist("images") if isinstance(part, UploadFile)]
-        if len(images) != len(form.getlist("images")):
-            raise BadInput("`images` parts must be files (filename set), not plain fields")
-        fields = {key: [v for v in form.getlist(key) if isinstance(v, str)] for key in form}
-    finally:
-        await form.close()
-    unknown = set(fields) - {"images", "labels", "model", "top_k", "templates"}
+        boundary = boundary_of(request.headers.get("content-type", ""))
+        body = await read_body(request, settings.max_body_bytes)
+        max_fields = settings.max_labels + settings.max_templates + 2  # + model, top_k
+        parts = parse_multipart(body, boundary, settings.max_images, max_fields)
+    except TooManyFiles as error:
+        raise TooLarge(f"{error.count} images exceed max_images={settings.max_images}") from error
+    except TooManyFields as error:
+        raise Invalid(
+            f"{error.count} form fields: at most max_labels={settings.max_labels} labels and "
+            f"max_templates={settings.max_templates} templates"
+        ) from error
+    except MultipartError as error:
+        raise BadInput(f"malformed multipart body: {error}") from error
+    images: list[bytes] = []
+    fields: dict[str, list[str]] = {}
+    for part in parts:
+        if part.name == "images":
+            if part.filename is None:
+                raise BadInput("`images` parts must be files (filename set), not plain fields")
+            images.append(part.data)
+            continue
+        try:  # form fields are UTF-8 text; never read undecodable bytes as something else
+            fields.setdefault(part.name, []).append(part.data.decode("utf-8"))
+        except UnicodeDecodeError as error:
+            raise BadInput(f"form field {part.name!r} is not UTF-8 text") from error
+    unknown = set(fields) - {"labels", "model", "top_k", "templates"}
     if unknown:
         raise Invalid(f"unknown form fields: {', '.join(sorted(unknown))}")
     return _validated(

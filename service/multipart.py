@@ -1,0 +1,115 @@
+"""multipart/form-data (RFC 7578) from a body already read in full (bounded by max_body_bytes).
+
+Why not starlette's parser (python-multipart): it runs Python callbacks for every part and header,
+about 25 us per part on the development machine. A request with 1,000 `labels` fields spent 25 ms
+in it, more than everything else the service does for a request with cached labels. Here the body
+is cut at its delimiters by `bytes.split` (C speed) and each part's few header lines are read with
+one regular expression: ~1 ms for the same request. The images have to be in memory for decoding
+anyway, so reading the body first costs nothing the streaming parser saved.
+
+Strict on purpose: anything not well-formed is a `MultipartError` (400), never a guess.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from urllib.parse import unquote
+
+# name=value parameters of a header: value a token or a quoted string with backslash escapes
+PARAMETER = re.compile(r';\s*([!#$%&\'*+.^_`|~0-9A-Za-z-]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^;\s]*)')
+QUOTED_PAIR = re.compile(r"\\(.)")
+
+
+class MultipartError(ValueError):
+    """A body that is not well-formed multipart/form-data; the message says where."""
+
+
+@dataclass(frozen=True)
+class Part:
+    name: str
+    filename: str | None  # set for file parts (`curl -F images=@cat.jpg`), None for plain fields
+    content_type: str | None
+    data: bytes
+
+
+def header_parameters(value: str) -> tuple[str, dict[str, str]]:
+    """'form-data; name="a"; filename="b.jpg"' -> ('form-data', {'name': 'a', 'filename': 'b.jpg'})"""
+    main, _, rest = value.partition(";")
+    params = {}
+    for key, raw in PARAMETER.findall(";" + rest):
+        if raw.startswith('"'):
+            raw = QUOTED_PAIR.sub(r"\1", raw[1:-1])
+        params[key.lower()] = raw
+    return main.strip().lower(), params
+
+
+def boundary_of(content_type: str) -> bytes:
+    """The boundary parameter of a multipart Content-Type header."""
+    _, params = header_parameters(content_type)
+    boundary = params.get("boundary", "")
+    if not 1 <= len(boundary) <= 200:
+        raise MultipartError("the Content-Type header has no usable boundary parameter")
+    return boundary.encode("latin-1", errors="replace")
+
+
+def parse_multipart(body: bytes, boundary: bytes, max_files: int, max_fields: int) -> list[Part]:
+    """Every part of the body, in order. Raises MultipartError (malformed), or TooManyFiles /
+    TooManyFields past the limits, counted before any part is decoded."""
+    delimiter = b"\r\n--" + boundary
+    chunks = (b"\r\n" + body).split(delimiter)  # [preamble, part, ..., "--" + epilogue, ...]
+    closing = next((i for i, chunk in enumerate(chunks) if i and chunk.startswith(b"--")), None)
+    if closing is None:
+        raise MultipartError("the body ends before the closing boundary (truncated?)")
+    chunks = chunks[1:closing]  # RFC 2046: the preamble and the epilogue are ignored
+    if len(chunks) > max_files + max_fields:  # before any part is read: bounds the work
+        raise TooManyFields(len(chunks))
+    parts = [_part(chunk, i) for i, chunk in enumerate(chunks)]
+    files = sum(1 for part in parts if part.filename is not None)
+    if files > max_files:
+        raise TooManyFiles(files)
+    if len(parts) - files > max_fields:
+        raise TooManyFields(len(parts) - files)
+    return parts
+
+
+class TooManyFiles(MultipartError):
+    def __init__(self, count: int) -> None:
+        super().__init__(f"{count} file parts")
+        self.count = count
+
+
+class TooManyFields(MultipartError):
+    def __init__(self, count: int) -> None:
+        super().__init__(f"{count} fields")
+        self.count = count
+
+
+def _part(chunk: bytes, index: int) -> Part:
+    """One chunk after a delimiter: [transport padding] CRLF headers CRLF CRLF content."""
+    line_end = chunk.find(b"\r\n")
+    if line_end < 0 or chunk[:line_end].strip(b" \t"):
+        raise MultipartError(f"part {index}: the boundary line is not followed by a line break")
+    rest = chunk[line_end + 2 :]
+    if rest.startswith(b"\r\n"):  # no headers at all
+        raise MultipartError(f"part {index}: no Content-Disposition header")
+    head, separator, data = rest.partition(b"\r\n\r\n")
+    if not separator:
+        raise MultipartError(f"part {index}: headers are not followed by a blank line")
+    try:
+        lines = head.decode("utf-8").split("\r\n")
+    except UnicodeDecodeError as error:
+        raise MultipartError(f"part {index}: headers are not UTF-8 text") from error
+    headers = {}
+    for line in lines:
+        name, colon, value = line.partition(":")
+        if not colon or not name or name[0] in " \t":  # obsolete line folding is refused too
+            raise MultipartError(f"part {index}: malformed header line {line[:60]!r}")
+        headers[name.strip().lower()] = value.strip()
+    disposition, params = header_parameters(headers.get("content-disposition", ""))
+    if disposition != "form-data" or not params.get("name"):
+        raise MultipartError(f"part {index}: Content-Disposition must be form-data with a name")
+    filename = params.get("filename")
+    if filename is None and "filename*" in params:  # RFC 5987 form: utf-8''name
+        filename = unquote(params["filename*"].partition("''")[2] or params["filename*"])
+    return Part(params["name"], filename, headers.get("content-type"), data)
