@@ -256,6 +256,7 @@ class Batcher:
         metrics: Metrics,
     ) -> None:
         self.pre, self.device, self.config, self.metrics = pre, device, config, metrics
+        self.encoder = encoder  # eager torch, CUDA graphs or ONNX Runtime (service.runtime)
         self.shared = Lane("shared", stock_forward(encoder), config, metrics, pre, device)
 
     def lane_for(self, learner: PromptLearner | None, logit_scale: float) -> Lane:
