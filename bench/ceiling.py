@@ -146,16 +146,43 @@ def measure_decode(args: argparse.Namespace, backbone: Backbone, blobs: list[byt
 def measure_pipeline(
     args: argparse.Namespace, backbone: Backbone, encoder: Encoder, blobs: list[bytes]
 ) -> Series:
-    """Decode (tensor path) -> normalise -> encode (graphs on CUDA), back to back on one stream."""
+    """The service's decoder on this device (nvJPEG on CUDA, Pillow threads on the CPU) ->
+    normalise -> encode (graphs on CUDA), back to back on one stream."""
     device, resize = backbone.device, resize_transform(backbone.preprocessing)
     normalise = Normalise(backbone.preprocessing, device)
     series = Series("decode -> encode, measured back to back")
-    for size in parse_sizes(args.batch_sizes):
-        batch = batch_of(blobs, size)
-        series.images_per_s[size] = images_per_second(
-            lambda b=batch: encoder(normalise(tensor_decode(b, device, resize))), size, device, args.repeats
-        )
+    with ThreadPoolExecutor(args.threads) as pool:
+
+        def decode(batch: list[bytes]) -> torch.Tensor:
+            if device.type == "cuda":
+                return tensor_decode(batch, device, resize)
+            return pillow_decode(batch, pool, resize)
+
+        for size in parse_sizes(args.batch_sizes):
+            batch = batch_of(blobs, size)
+            series.images_per_s[size] = images_per_second(
+                lambda b=batch: encoder(normalise(decode(b).to(device))), size, device, args.repeats
+            )
     return series
+
+
+@torch.no_grad()
+def measure_fidelity(backbone: Backbone, blobs: list[bytes]) -> dict[str, float]:
+    """How far the tensor path (nvJPEG + GPU resize on CUDA) is from the Pillow path, in pixels and
+    in the model's image features; the tests assert the CPU figures (tests/service/test_device_decode)."""
+    device, resize = backbone.device, resize_transform(backbone.preprocessing)
+    with ThreadPoolExecutor(4) as pool:
+        reference = pillow_decode(blobs, pool, resize)  # [N, 3, S, S] uint8, CPU
+    ours = tensor_decode(blobs, device, resize).cpu()
+    diff = (reference.int() - ours.int()).abs().float()
+    normalise = Normalise(backbone.preprocessing, device)
+    expected = backbone.encode_images(normalise(reference.to(device)))  # [N, D] normalised
+    got = backbone.encode_images(normalise(ours.to(device)))
+    return {
+        "max_pixel": float(diff.max()),
+        "mean_pixel": float(diff.mean()),
+        "min_feature_cosine": float((expected * got).sum(-1).min()),
+    }
 
 
 def parse_sizes(text: str) -> list[int]:
@@ -184,7 +211,9 @@ def main(argv: list[str] | None = None) -> int:
     encoded = measure_encoder(backbone, encoders, sizes, args.repeats)
     decoders = measure_decode(args, backbone, blobs)
     pipeline = measure_pipeline(args, backbone, encoders[-1][1], blobs)
-    ceiling = serial_ceiling(decoders[0], encoded[-1])  # the service's decoder and encoder on this device
+    service_decoder = decoders[0] if device.type == "cuda" else decoders[1]  # nvJPEG, or Pillow threads
+    ceiling = serial_ceiling(service_decoder, encoded[-1])  # with the service's encoder on this device
+    fidelity = measure_fidelity(backbone, blobs)
     every = [*encoded, *decoders, pipeline, ceiling]
     plot_path = args.plot or args.out.parent / f"ceiling-{device.type}.png"
     context = {
@@ -200,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": command_line(),
         "plot": plot_path.name,
     }
-    section = render(device, every, ceiling, context)
+    section = render(device, every, ceiling, fidelity, context)
     print(section)
     if not args.no_write:
         plot(every, plot_path, f"{backbone.identity.arch} {precision}, {context['device']}")

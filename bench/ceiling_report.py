@@ -42,16 +42,35 @@ def target_line(ceiling: Series) -> str:
     )
 
 
-def render(device: torch.device, every: list[Series], ceiling: Series, context: dict[str, str]) -> str:
+def fidelity_line(device: torch.device, fidelity: dict[str, float]) -> str:
+    path = "nvJPEG + GPU resize" if device.type == "cuda" else "torchvision tensor decode + resize"
+    return (
+        f"Pixels, {path} vs Pillow (the CPU path and open_clip's own transform) on these images: "
+        f"max difference {fidelity['max_pixel']:.0f} levels, mean {fidelity['mean_pixel']:.3f}; "
+        f"cosine between the model's image features from each: >= {fidelity['min_feature_cosine']:.6f}."
+    )
+
+
+def render(
+    device: torch.device,
+    every: list[Series],
+    ceiling: Series,
+    fidelity: dict[str, float],
+    context: dict[str, str],
+) -> str:
     on_gpu = device.type == "cuda"
     kind = "GPU" if on_gpu else "CPU"
+    decoder = "nvJPEG + GPU resize" if on_gpu else "Pillow on a thread pool"
+    encoder = "CUDA graphs" if on_gpu else "eager"
     note = (
         "Decode and resize run on the GPU (torchvision.io.decode_jpeg on nvJPEG, resize as tensor ops);"
         " Pillow runs on CPU threads for comparison."
         if on_gpu
-        else "This is a CPU figure from a shared 2-core development machine: it shows the code runs and "
-        "how the parts compare here, not what the H200 does. The GPU figures are pending an H200 "
-        "session (see the GPU section)."
+        else "This is a CPU figure from a shared 2-core development machine (other jobs were running: see\n"
+        "the load average): it shows that the code runs and how the parts compare here, not what the\n"
+        "H200 does. On the CPU the service decodes with Pillow; the torchvision tensor path is the GPU\n"
+        "path's code run with libjpeg-turbo, and its antialiased bicubic resize is slow on the CPU.\n"
+        "The GPU figures are pending an H200 session (see the GPU section)."
     )
     return f"""
 ## Image path ceiling: encoder, decode + resize, decode -> encode ({kind})
@@ -60,10 +79,12 @@ def render(device: torch.device, every: list[Series], ceiling: Series, context: 
 
 {table(every)}
 
-{target_line(ceiling)}
-"Measured back to back" is one stream doing decode, resize, normalise and encode for a batch in
-turn; the service overlaps decoding of one request with encoding of another on separate CUDA
-streams, so on the GPU it can exceed the computed serial ceiling.
+{target_line(ceiling)} The ceiling combines the service's decoder on this device ({decoder}) with
+its encoder ({encoder}). "Measured back to back" runs the same two in turn for each batch; the
+service overlaps one request's decode with another's encode on separate CUDA streams, so on the
+GPU it can exceed the serial ceiling.
+
+{fidelity_line(device, fidelity)}
 
 ![img/s vs batch size]({context["plot"]})
 

@@ -32,7 +32,7 @@ from models.backbone import Preprocessing
 from models.prompts import PromptLearner
 from service.backends import ImageEncoder
 from service.decode import Normalise, Pixels
-from service.device_io import gather_pixels, lane_stream, on_stream, results_to_host
+from service.device_io import follow_default_stream, gather_pixels, lane_stream, on_stream, results_to_host
 from service.errors import Invalid, Overloaded
 from service.metrics import Metrics
 
@@ -174,6 +174,7 @@ class Lane:
     def _forward(self, jobs: list[Job]) -> list[torch.Tensor | Exception]:
         """On the lane thread and stream; the results copy at the end is the pass's one host sync."""
         with torch.no_grad(), on_stream(self.stream):
+            follow_default_stream(self.stream, self.device)  # class matrices from the text thread
             pixels = gather_pixels([job.pixels for job in jobs], self.device)  # [N, 3, S, S] uint8
             x = self.normalise(pixels)  # [N, 3, S, S] float
             return results_to_host(self.forward(x, jobs))  # per job [n, C] float32 on the CPU

@@ -30,6 +30,17 @@ def on_stream(stream: torch.cuda.Stream | None) -> Iterator[None]:
         yield
 
 
+def follow_default_stream(stream: torch.cuda.Stream | None, device: torch.device) -> None:
+    """Make the lane's stream wait (on the device, not the host) for work queued on the default stream.
+
+    Class matrices come from the text thread and warm-up tensors from start-up, both on the default
+    stream; PyTorch's side streams do not wait for it implicitly, so without this a pass could read
+    a class matrix that is still being written.
+    """
+    if stream is not None:
+        stream.wait_stream(torch.cuda.default_stream(device))
+
+
 def gather_pixels(parts: Sequence[Pixels], device: torch.device) -> torch.Tensor:
     """Each job's [n_j, 3, S, S] uint8 -> [N, 3, S, S] uint8 on `device`, ordered on the current stream."""
     on_device = [_to_device(part, device) for part in parts]

@@ -23,4 +23,5 @@ def test_ceiling_bench_writes_its_section_and_plot(tmp_path: Path) -> None:
     for label in ("image encoder, eager", "torchvision tensors", "Pillow", "measured back to back"):
         assert label in text, label
     assert "batch 32 not measured" in text and f"]({plot.name})" in text
+    assert "tensor decode + resize vs Pillow" in text and "max difference" in text
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
