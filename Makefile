@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test test-gpu lint serve deploy-check deploy-generate bench-text bench-train-step bench-train reliability clean
+.PHONY: install test test-gpu lint serve deploy-check deploy-generate bench-text bench-ceiling bench-train-step bench-train reliability clean
 
 install: $(STAMP)
 
@@ -54,6 +54,13 @@ DEVICE     ?= cpu
 BENCH_ARGS ?=
 bench-text: install
 	$(BIN)/python bench/text_truncation.py --device $(DEVICE) $(BENCH_ARGS)
+
+# Image path ceiling (encoder eager / CUDA graphs per batch size, batched JPEG decode + resize, both
+# back to back): rewrites its section of docs/PERFORMANCE.md and docs/ceiling-$(DEVICE).png.
+# On the H200: make bench-ceiling DEVICE=cuda   (ViT-B-32, bf16, random weights, batch 1..256)
+# Here:        make bench-ceiling BENCH_ARGS="--batch-sizes 1,4,16,32 --images 32 --repeats 3"
+bench-ceiling: install
+	$(BIN)/python bench/ceiling.py --device $(DEVICE) $(BENCH_ARGS)
 
 bench-train-step: install
 	$(BIN)/python bench/train_step.py --out docs/PERFORMANCE-train-step.md

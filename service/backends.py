@@ -31,6 +31,18 @@ def resolve_device(setting: str) -> torch.device:
     return device
 
 
+def resolve_decode_device(setting: str, service_device: torch.device) -> torch.device:
+    """Where JPEGs are decoded: the service's GPU (nvJPEG) or the CPU (Pillow)."""
+    if setting == "cpu" or (setting == "auto" and service_device.type != "cuda"):
+        return torch.device("cpu")
+    if service_device.type != "cuda":
+        raise RuntimeError(
+            f"decode_device={setting!r} needs the service on CUDA, but device is {service_device}; "
+            "use decode_device=auto or cpu"
+        )
+    return service_device
+
+
 def resolve_precision(setting: str, device: torch.device) -> str:
     if setting != "auto":
         return setting

@@ -31,7 +31,8 @@ import torch
 from models.backbone import Preprocessing
 from models.prompts import PromptLearner
 from service.backends import ImageEncoder
-from service.decode import normalise
+from service.decode import Normalise, Pixels
+from service.device_io import follow_default_stream, gather_pixels, lane_stream, on_stream, results_to_host
 from service.errors import Invalid, Overloaded
 from service.metrics import Metrics
 
@@ -47,7 +48,7 @@ class BatchConfig:
 
 @dataclass(eq=False)
 class Job:
-    pixels: torch.Tensor  # [n, 3, S, S] uint8, CPU
+    pixels: Pixels  # [n, 3, S, S] uint8, pinned on the host or (GPU decode) on the device
     target: Any  # [C, D] class matrix on the device, or a tuple of labels (conditioned lanes)
     future: asyncio.Future[torch.Tensor]
     enqueued: float = field(default_factory=time.monotonic)
@@ -74,6 +75,8 @@ class Lane:
     ) -> None:
         self.kind, self.forward, self.config, self.metrics = kind, forward, config, metrics
         self.preprocessing, self.device = pre, device
+        self.normalise = Normalise(pre, device)
+        self.stream = lane_stream(device)  # CUDA: encode here while requests decode on the decode stream
         self.queue: deque[Job] = deque()
         self.queued = 0  # images in the queue
         self.wake = asyncio.Event()
@@ -81,7 +84,7 @@ class Lane:
         self.batch_seconds = 0.01  # moving average, for Retry-After
         self.task: asyncio.Task[None] | None = asyncio.get_running_loop().create_task(self._loop())
 
-    async def submit(self, pixels: torch.Tensor, target: Any) -> torch.Tensor:
+    async def submit(self, pixels: Pixels, target: Any) -> torch.Tensor:
         """[n, 3, S, S] uint8 -> [n, C] cosine similarities, after sharing a batch with others."""
         n = len(pixels)
         if self.queued + n > self.config.max_queue:
@@ -169,13 +172,14 @@ class Lane:
                 job.future.set_result(output)
 
     def _forward(self, jobs: list[Job]) -> list[torch.Tensor | Exception]:
-        with torch.no_grad():
-            pixels = torch.cat([job.pixels for job in jobs])  # [N, 3, S, S] uint8
-            x = normalise(pixels, self.preprocessing, self.device)  # [N, 3, S, S] float
-            outputs = self.forward(x, jobs)
-            return [out if isinstance(out, Exception) else out.float().cpu() for out in outputs]
+        """On the lane thread and stream; the results copy at the end is the pass's one host sync."""
+        with torch.no_grad(), on_stream(self.stream):
+            follow_default_stream(self.stream, self.device)  # class matrices from the text thread
+            pixels = gather_pixels([job.pixels for job in jobs], self.device)  # [N, 3, S, S] uint8
+            x = self.normalise(pixels)  # [N, 3, S, S] float
+            return results_to_host(self.forward(x, jobs))  # per job [n, C] float32 on the CPU
 
-    async def warm(self, pixels: torch.Tensor, target: Any) -> None:
+    async def warm(self, pixels: Pixels, target: Any) -> None:
         """One forward pass on the lane's thread, outside the queue and the metrics."""
         job = Job(pixels, target, asyncio.get_running_loop().create_future())
         await asyncio.get_running_loop().run_in_executor(self.executor, self._forward, [job])
@@ -222,9 +226,12 @@ def conditioned_forward(learner: PromptLearner, logit_scale: float) -> Forward:
             start += job.size
         outputs: list[torch.Tensor | Exception] = [Invalid("no output")] * len(jobs)
         for labels, members in rows.items():
-            index = torch.cat([torch.arange(starts[j], starts[j] + jobs[j].size) for j in members])
+            # built on the device: an index made on the host would be a blocking copy per batch
+            index = torch.cat(
+                [torch.arange(starts[j], starts[j] + jobs[j].size, device=x.device) for j in members]
+            )
             try:
-                logits = learner.logits(x[index.to(x.device)], list(labels)) / logit_scale  # [n, C]
+                logits = learner.logits(x[index], list(labels)) / logit_scale  # [n, C]
             except ValueError as error:  # labels this method cannot encode (too long, ...)
                 for j in members:
                     outputs[j] = Invalid(str(error))
@@ -250,6 +257,7 @@ class Batcher:
         metrics: Metrics,
     ) -> None:
         self.pre, self.device, self.config, self.metrics = pre, device, config, metrics
+        self.encoder = encoder  # eager torch, CUDA graphs or ONNX Runtime (service.runtime)
         self.shared = Lane("shared", stock_forward(encoder), config, metrics, pre, device)
 
     def lane_for(self, learner: PromptLearner | None, logit_scale: float) -> Lane:

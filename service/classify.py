@@ -22,7 +22,7 @@ async def classify(rt: Runtime, request: ClassifyInput) -> dict[str, Any]:
     with rt.registry.acquire(request.model) as version:  # active now; held until we answer
         labels, templates = version.resolve(request.labels, request.templates, rt.zeroshot_templates)
         with stage(rt.metrics, "decode"):
-            pixels = await rt.decoder.decode(request.images)  # Pillow: [N, 3, S, S] uint8
+            pixels = await rt.decoder.decode(request.images)  # [N, 3, S, S] uint8, host or GPU
         with stage(rt.metrics, "text"):
             classes = await class_side(rt, version, labels, templates)  # [C, D] cached, or labels
         assert version.lane is not None

@@ -3,6 +3,8 @@
 Resizing matches open_clip's eval transform for the backbone (resize + centre crop), so the
 service sees the same pixels as training and offline evaluation. Limits are checked before any
 pixel data is decoded: a 100,000 x 100,000 PNG is refused from its header (decompression bomb).
+This is the CPU path and the fallback of the GPU path (service.device_decode), which reads the
+same headers with `read_header` and hands Pillow every image nvJPEG cannot or should not decode.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import io
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 from open_clip.transform import image_transform
@@ -29,6 +32,25 @@ class DecodeLimits:
     formats: tuple[str, ...]
 
 
+@dataclass(frozen=True)
+class Pixels:
+    """The decoded images of one request on their way to a lane."""
+
+    data: torch.Tensor  # [n, 3, S, S] uint8, on the CPU (pinned when the service runs on CUDA) or the device
+    ready: torch.cuda.Event | None = None  # recorded on the decode stream once `data` is written (GPU path)
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+
+class ImageDecoder(Protocol):
+    """Pillow (`Decoder`) or nvJPEG with Pillow as fallback (service.device_decode.DeviceDecoder)."""
+
+    async def decode(self, blobs: Sequence[bytes]) -> Pixels: ...
+
+    def close(self) -> None: ...
+
+
 def resize_transform(preprocessing: Preprocessing) -> Callable[[Image.Image], Image.Image]:
     """open_clip's eval transform up to (not including) ToTensor + Normalize."""
     full = image_transform(
@@ -42,8 +64,8 @@ def resize_transform(preprocessing: Preprocessing) -> Callable[[Image.Image], Im
     return Compose(full.transforms[:-2])
 
 
-def decode_image(data: bytes, index: int, limits: DecodeLimits, resize: Callable) -> torch.Tensor:
-    """One encoded image -> [3, S, S] uint8; raises 415/413/400 errors naming image `index`."""
+def read_header(data: bytes, index: int, limits: DecodeLimits) -> Image.Image:
+    """Parse the header only (no pixel data) and apply the format and size limits (415/413/400)."""
     try:
         image = Image.open(io.BytesIO(data))
     except UnidentifiedImageError as error:
@@ -66,6 +88,12 @@ def decode_image(data: bytes, index: int, limits: DecodeLimits, resize: Callable
             f"image {index}: {width}x{height} = {width * height} pixels exceeds "
             f"max_image_pixels={limits.max_pixels}"
         )
+    return image
+
+
+def decode_image(data: bytes, index: int, limits: DecodeLimits, resize: Callable) -> torch.Tensor:
+    """One encoded image -> [3, S, S] uint8; raises 415/413/400 errors naming image `index`."""
+    image = read_header(data, index, limits)
     try:
         rgb = image.convert("RGB")  # decodes the pixel data
     except Exception as error:  # truncated or corrupt data: OSError, SyntaxError, ValueError ...
@@ -74,14 +102,20 @@ def decode_image(data: bytes, index: int, limits: DecodeLimits, resize: Callable
 
 
 class Decoder:
-    """Decodes the images of one request in parallel on a small thread pool."""
+    """Decodes the images of one request in parallel on a small thread pool.
 
-    def __init__(self, preprocessing: Preprocessing, limits: DecodeLimits, threads: int) -> None:
-        self.limits = limits
+    With `pin_memory` (the service runs on CUDA) the images are stacked straight into page-locked
+    memory, so the lane's host-to-device copy is asynchronous (a copy from pageable memory is not).
+    """
+
+    def __init__(
+        self, preprocessing: Preprocessing, limits: DecodeLimits, threads: int, pin_memory: bool = False
+    ) -> None:
+        self.limits, self.pin_memory = limits, pin_memory
         self.resize = resize_transform(preprocessing)
         self.pool = ThreadPoolExecutor(threads, thread_name_prefix="decode")
 
-    async def decode(self, blobs: Sequence[bytes]) -> torch.Tensor:
+    async def decode(self, blobs: Sequence[bytes]) -> Pixels:
         """N encoded images -> [N, 3, S, S] uint8 (CPU)."""
         loop = asyncio.get_running_loop()
         jobs = [
@@ -92,15 +126,27 @@ class Decoder:
         for result in results:
             if isinstance(result, BaseException):
                 raise result
-        return torch.stack(results)  # type: ignore[arg-type]
+        images: list[torch.Tensor] = results  # type: ignore[assignment]
+        if not self.pin_memory:
+            return Pixels(torch.stack(images))
+        staging = torch.empty((len(images), *images[0].shape), dtype=torch.uint8, pin_memory=True)
+        return Pixels(torch.stack(images, out=staging))
 
     def close(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)
 
 
-def normalise(pixels: torch.Tensor, preprocessing: Preprocessing, device: torch.device) -> torch.Tensor:
-    """[B, 3, S, S] uint8 on CPU -> [B, 3, S, S] float32 normalised, on `device` (one copy)."""
-    x = pixels.to(device, non_blocking=True).float().div_(255)
-    mean = torch.tensor(preprocessing.mean, device=device).view(1, 3, 1, 1)
-    std = torch.tensor(preprocessing.std, device=device).view(1, 3, 1, 1)
-    return (x - mean) / std
+class Normalise:
+    """[B, 3, S, S] uint8 on the device -> [B, 3, S, S] float32 normalised, on the same device.
+
+    Mean and std are put on the device once: building them per batch with torch.tensor(...,
+    device=cuda) would be a blocking host-to-device copy on every pass.
+    """
+
+    def __init__(self, preprocessing: Preprocessing, device: torch.device) -> None:
+        self.mean = torch.tensor(preprocessing.mean, device=device).view(1, 3, 1, 1)
+        self.std = torch.tensor(preprocessing.std, device=device).view(1, 3, 1, 1)
+
+    def __call__(self, pixels: torch.Tensor) -> torch.Tensor:
+        x = pixels.float().div_(255)
+        return (x - self.mean) / self.std

@@ -15,9 +15,17 @@ import torch
 
 from models.backbone import Backbone, build_backbone
 from models.zeroshot import resolve_templates
-from service.backends import ImageEncoder, TorchImageEncoder, resolve_device, resolve_precision
+from service.backends import (
+    ImageEncoder,
+    TorchImageEncoder,
+    resolve_decode_device,
+    resolve_device,
+    resolve_precision,
+)
 from service.batcher import BatchConfig, Batcher
-from service.decode import DecodeLimits, Decoder
+from service.cuda_graphs import default_buckets, graphed_image_encoder
+from service.decode import DecodeLimits, Decoder, ImageDecoder, Pixels
+from service.device_decode import DeviceDecoder, tensor_decode_problem
 from service.errors import NotReady
 from service.metrics import Metrics
 from service.registry import Registry
@@ -33,7 +41,7 @@ class Runtime:
     settings: Settings
     metrics: Metrics
     backbone: Backbone
-    decoder: Decoder
+    decoder: ImageDecoder
     batcher: Batcher
     text: TextCache
     registry: Registry
@@ -92,8 +100,8 @@ class State:
 async def start_runtime(settings: Settings, metrics: Metrics) -> Runtime:
     templates = resolve_templates(settings.zeroshot_templates)
     backbone = await asyncio.to_thread(load_backbone, settings)
-    encoder = await asyncio.to_thread(build_image_encoder, settings, backbone)  # may export ONNX
-    limits = DecodeLimits(settings.max_image_pixels, tuple(settings.image_formats))
+    encoder = await asyncio.to_thread(build_image_encoder, settings, backbone)  # ONNX export, CUDA graphs
+    decoder = await asyncio.to_thread(build_decoder, settings, backbone)  # probes nvJPEG on CUDA
     config = BatchConfig(settings.max_batch_size, settings.max_wait_ms / 1000, settings.max_queue_images)
     metrics.queue_capacity.set(settings.max_queue_images)
     batcher = Batcher(encoder, backbone.preprocessing, backbone.device, config, metrics)
@@ -103,7 +111,7 @@ async def start_runtime(settings: Settings, metrics: Metrics) -> Runtime:
         settings=settings,
         metrics=metrics,
         backbone=backbone,
-        decoder=Decoder(backbone.preprocessing, limits, settings.decode_threads),
+        decoder=decoder,
         batcher=batcher,
         text=text,
         registry=registry,
@@ -144,7 +152,29 @@ def build_image_encoder(settings: Settings, backbone: Backbone) -> ImageEncoder:
         from service.onnx_backend import build_onnx_encoder
 
         return build_onnx_encoder(settings, backbone)
+    if settings.cuda_graphs and backbone.device.type == "cuda":
+        buckets = settings.cuda_graph_buckets or default_buckets(settings.max_batch_size)
+        return graphed_image_encoder(backbone, buckets)
     return TorchImageEncoder(backbone)
+
+
+def build_decoder(settings: Settings, backbone: Backbone) -> ImageDecoder:
+    """Pillow on CPU threads, or (decode_device cuda, or auto on a CUDA service) nvJPEG on the GPU
+    with Pillow as the fallback for what nvJPEG cannot read."""
+    limits = DecodeLimits(settings.max_image_pixels, tuple(settings.image_formats))
+    on_cuda = backbone.device.type == "cuda"
+    pillow = Decoder(backbone.preprocessing, limits, settings.decode_threads, pin_memory=on_cuda)
+    decode_device = resolve_decode_device(settings.decode_device, backbone.device)
+    if decode_device.type != "cuda":
+        return pillow
+    problem = tensor_decode_problem(decode_device)
+    if problem is not None:
+        if settings.decode_device == "cuda":
+            raise RuntimeError(f"decode_device=cuda, but nvJPEG cannot decode here: {problem}")
+        log.warning("nvJPEG cannot decode here (%s); decoding with Pillow on CPU threads", problem)
+        return pillow
+    log.info("decoding JPEGs with nvJPEG on %s; Pillow for other formats", decode_device)
+    return DeviceDecoder(pillow, decode_device)
 
 
 async def load_checkpoint_dir(runtime: Runtime) -> None:
@@ -163,6 +193,6 @@ async def warm_up(runtime: Runtime) -> None:
     target = torch.zeros(1, runtime.backbone.embed_dim, device=runtime.backbone.device)
     for batch in sorted({1, runtime.settings.max_batch_size}):
         pixels = torch.zeros(batch, 3, size, size, dtype=torch.uint8)
-        await runtime.batcher.shared.warm(pixels, target)
+        await runtime.batcher.shared.warm(Pixels(pixels), target)
     zeroshot = runtime.registry.resolve(ZEROSHOT_MODEL)
     await asyncio.to_thread(zeroshot.encode_labels, ["warm-up"], runtime.zeroshot_templates)

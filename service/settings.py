@@ -85,6 +85,22 @@ class Settings(BaseSettings):
     text_cache_entries: int = Field(default=100_000, ge=1, description="LRU size of label embeddings")
     decode_threads: int = Field(default=4, ge=1, description="Pillow decode threads")
 
+    # -- GPU fast path (each applies only when the service runs on CUDA)
+    decode_device: Literal["auto", "cpu", "cuda"] = Field(
+        default="auto",
+        description="where JPEGs are decoded and resized: 'auto' = nvJPEG on the GPU when the service runs "
+        "on CUDA, Pillow on CPU threads otherwise; other formats always use Pillow",
+    )
+    cuda_graphs: bool = Field(
+        default=True,
+        description="replay the image encoder as CUDA graphs, one per batch bucket (torch backend on CUDA)",
+    )
+    cuda_graph_buckets: Annotated[list[int], NoDecode] = Field(
+        default=[],
+        description="batch sizes captured as CUDA graphs, e.g. '1,8,32'; empty = 1, 2, 4, ... and "
+        "max_batch_size; a batch runs in the smallest bucket that holds it",
+    )
+
     # -- lifecycle
     warmup: bool = Field(default=True, description="run every lane once before reporting ready")
     drain_grace_s: float = Field(
@@ -100,6 +116,20 @@ class Settings(BaseSettings):
         if isinstance(value, list):
             return [str(part).upper() for part in value]
         return value
+
+    @field_validator("cuda_graph_buckets", mode="before")
+    @classmethod
+    def _split_buckets(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part for part in value.replace(",", " ").split() if part]
+        return value
+
+    @field_validator("cuda_graph_buckets")
+    @classmethod
+    def _positive_buckets(cls, value: list[int]) -> list[int]:
+        if any(size < 1 for size in value):
+            raise ValueError(f"batch sizes must be >= 1, got {value}")
+        return sorted(set(value))
 
     @field_validator("admin_token", mode="before")
     @classmethod
