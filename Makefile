@@ -55,6 +55,16 @@ BENCH_ARGS ?=
 bench-text: install
 	$(BIN)/python bench/text_truncation.py --device $(DEVICE) $(BENCH_ARGS)
 
+# Image encoder on the CPU, torch eager vs ONNX Runtime: img/s, profile, levers, docs/onnx-cpu.png.
+# First request with 1,000 new labels vs cached, through a real server; on the H200:
+# make bench-text-first DEVICE=cuda BENCH_ARGS="--arch ViT-B-32 --pretrained random"
+.PHONY: bench-onnx-cpu bench-text-first
+bench-onnx-cpu: install
+	$(BIN)/python bench/onnx_cpu.py $(BENCH_ARGS)
+
+bench-text-first: install
+	$(BIN)/python bench/text_first_request.py --device $(DEVICE) $(BENCH_ARGS)
+
 bench-train-step: install
 	$(BIN)/python bench/train_step.py --out docs/PERFORMANCE-train-step.md
 
