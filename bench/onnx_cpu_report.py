@@ -13,7 +13,7 @@ import open_clip
 import torch
 
 from bench.encoder_profile import OpShare, top_ops_table
-from bench.onnx_levers import LEVER_BATCH
+from bench.onnx_levers import LEVER_BATCH, LeverResult, Levers
 from bench.report import command_line, device_description, today_utc
 from models.backbone import Backbone
 
@@ -34,13 +34,7 @@ GEMM_OPS = {"MatMul", "Gemm", "FusedMatMul", "MatMulInteger", "DynamicQuantizeMa
 def render(args: argparse.Namespace, backbone: Backbone, result: Measurement, load: float) -> str:
     batches = args.batch_sizes
     rows = "\n".join(_batch_row(result, batch) for batch in batches)
-    best = max(result.speedup(batch) for batch in batches)
-    verdict = (
-        f"**Goal met** at batch {', '.join(str(b) for b in batches if result.speedup(b) >= GOAL)}."
-        if best >= GOAL
-        else f"**Goal missed**: the best speed-up is {best:.2f}×, {GOAL / best:.2f}× short of {GOAL}×"
-        f" ({(GOAL - best) / GOAL:.0%} of the target)."
-    )
+    verdict = _verdict(result, batches)
     runs = args.profile_runs
     largest = max(batches)
     return f"""
@@ -49,8 +43,8 @@ def render(args: argparse.Namespace, backbone: Backbone, result: Measurement, lo
 Goal (issue 7): ONNX Runtime at least {GOAL}× torch eager images/s on the 2-core machine.
 {verdict}
 
-| batch | torch eager img/s, median (best) | ONNX Runtime img/s, median (best) | speed-up (median of pairs) |
-|---|---|---|---|
+| batch | torch img/s, median (best) | ONNX Runtime img/s, median (best) | speed-up, median | best/best |
+|---|---|---|---|---|
 {rows}
 
 ![img/s vs batch size]({args.plot.name})
@@ -62,7 +56,7 @@ Compute: {result.flops_per_image / 1e9:.2f} GFLOP per image (torch's flop counte
 
 ### Where the time goes (batch {largest}, {runs} profiled calls each)
 
-{_gemm_summary(result)}
+{_gemm_summary(result, runs)}
 
 {top_ops_table("torch", result.profiles["torch"], runs)}
 
@@ -89,25 +83,45 @@ def _batch_row(result: Measurement, batch: int) -> str:
         f"{result.images_per_s(name, batch):.2f} ({result.images_per_s(name, batch, best=True):.2f})"
         for name in ("torch", "onnx")
     ]
-    return f"| {batch} | {cells[0]} | {cells[1]} | {result.speedup(batch):.2f}× |"
+    best = result.images_per_s("onnx", batch, best=True) / result.images_per_s("torch", batch, best=True)
+    return f"| {batch} | {cells[0]} | {cells[1]} | {result.speedup(batch):.2f}× | {best:.2f}× |"
+
+
+def _verdict(result: Measurement, batches: list[int]) -> str:
+    met = [str(b) for b in batches if result.speedup(b) >= GOAL]
+    missed = [
+        f"batch {b} by {GOAL / result.speedup(b):.2f}× ({result.speedup(b):.2f}×)"
+        for b in batches
+        if result.speedup(b) < GOAL
+    ]
+    parts = [
+        f"**met** at batch {', '.join(met)}" if met else "",
+        f"**missed** at {'; '.join(missed)}" if missed else "",
+    ]
+    return "Goal " + " and ".join(part for part in parts if part) + " (median of per-repeat ratios)."
 
 
 def _gflops(result: Measurement, backend: str, batch: int) -> str:
     return f"{result.images_per_s(backend, batch) * result.flops_per_image / 1e9:.0f} GFLOP/s"
 
 
-def _gemm_share(shares: list[OpShare]) -> float:
-    return sum(item.share for item in shares if item.op in GEMM_OPS)
+def _gemm(shares: list[OpShare]) -> tuple[float, float]:
+    """(share, seconds) of the matrix products among the profiled ops."""
+    chosen = [item for item in shares if item.op in GEMM_OPS]
+    return sum(item.share for item in chosen), sum(item.seconds for item in chosen)
 
 
-def _gemm_summary(result: Measurement) -> str:
-    torch_share, onnx_share = (_gemm_share(result.profiles[name]) for name in ("torch", "onnx"))
+def _gemm_summary(result: Measurement, runs: int) -> str:
+    (torch_share, torch_s), (onnx_share, onnx_s) = (_gemm(result.profiles[n]) for n in ("torch", "onnx"))
     return (
         f"Matrix products (MatMul/Gemm/Conv; aten addmm/mm/bmm/convolution) take {torch_share:.0%} of "
-        f"torch's operator time and {onnx_share:.0%} of ONNX Runtime's: both runtimes spend nearly "
-        f"all their time in an fp32 GEMM library (torch: MKL/oneDNN; ONNX Runtime: MLAS), so the "
-        f"speed-up is bounded by how much faster one GEMM kernel is than the other on this CPU, plus "
-        f"the per-op overhead torch eager pays at small batches."
+        f"torch's operator time and {onnx_share:.0%} of ONNX Runtime's, {torch_s / runs * 1e3:.0f} ms "
+        f"vs {onnx_s / runs * 1e3:.0f} ms per call (ratio {torch_s / onnx_s:.2f}). Both runtimes spend "
+        f"nearly all their time in an fp32 GEMM library (torch: MKL; ONNX Runtime: MLAS), so at large "
+        f"batches no graph-level option can make one 1.3× faster than the other: the ceiling is the "
+        f"GEMM ratio. What ONNX Runtime fuses or removes (LayerNorm, GELU, the attention reshapes) is "
+        f"the remaining {1 - onnx_share:.0%}. Profiles run on the loaded machine: per-call times are "
+        f"inflated by other jobs, the shares are what to read."
     )
 
 
@@ -131,10 +145,19 @@ def _levers_table(result: Measurement) -> str:
             "",
             f"A torch call right after a run of ONNX Runtime's default session took "
             f"{levers.torch_after_spinning_s * 1e3:.0f} ms (median), right after the service's session "
-            f"{levers.torch_after_service_s * 1e3:.0f} ms: {slowdown:.2f}× (spinning intra-op threads "
-            f"hold the cores the torch work in the same process needs).",
+            f"{levers.torch_after_service_s * 1e3:.0f} ms: {slowdown:.2f}×. Spinning threads hold the "
+            f"cores for a while after each run; that matters when the torch work that follows is short "
+            f"(on the tiny model, a few ms, it was 20–60× slower), not for a seconds-long ViT-B-32 batch.",
+            "",
+            f"The int8 model is a different model: its min cosine to the fp32 embeddings is "
+            f"{_int8(levers).min_cosine:.4f} on random weights. It does not count toward the goal "
+            f"until its zero-shot accuracy is checked with real weights (not downloadable here).",
         ]
     )
+
+
+def _int8(levers: Levers) -> LeverResult:
+    return next(item for item in levers.results if "int8" in item.name)
 
 
 def write_plot(path: Path, arch: str, result: Measurement) -> None:

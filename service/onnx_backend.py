@@ -10,8 +10,8 @@ Session options (bench/onnx_cpu.py measures them, docs/PERFORMANCE.md has the fi
 optimisations; intra-op threads = torch's thread count (physical cores, or OMP_NUM_THREADS), set
 explicitly because ONNX Runtime's own default counts the host's cores, not the container's; no
 spin-waiting of those threads after a run, because this process also runs torch (the text encoder,
-the other lanes) on the same cores, and torch work right after a spinning ONNX Runtime run was
-measured 20x slower; and no silent fallback to the CPU provider when a CUDA session fails.
+the other lanes) on the same cores, and short torch work right after a spinning ONNX Runtime run
+was measured 20-60x slower (tiny model); and no silent CPU fallback when a CUDA session fails.
 """
 
 from __future__ import annotations

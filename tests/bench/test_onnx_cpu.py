@@ -15,9 +15,10 @@ from models.backbone import Backbone, build_backbone
 from service.backends import TorchImageEncoder
 
 FIGURE = r"([\d.]+)"
-# | batch | torch median (best) | onnx median (best) | speed-up× |
+# | batch | torch median (best) | onnx median (best) | speed-up× | best/best× |
 ROW = re.compile(
-    rf"^\| (\d+) \| {FIGURE} \({FIGURE}\) \| {FIGURE} \({FIGURE}\) \| {FIGURE}× \|$", re.MULTILINE
+    rf"^\| (\d+) \| {FIGURE} \({FIGURE}\) \| {FIGURE} \({FIGURE}\) \| {FIGURE}× \| {FIGURE}× \|$",
+    re.MULTILINE,
 )
 
 
