@@ -62,6 +62,22 @@ bench-text: install
 bench-ceiling: install
 	$(BIN)/python bench/ceiling.py --device $(DEVICE) $(BENCH_ARGS)
 
+# Image encoder on the CPU, torch eager vs ONNX Runtime: img/s, profile, levers, docs/onnx-cpu.png.
+# First request with 1,000 new labels vs cached, through a real server; on the H200:
+# make bench-text-first DEVICE=cuda BENCH_ARGS="--arch ViT-B-32 --pretrained random"
+.PHONY: bench-onnx-cpu bench-text-first bench-e2e
+bench-onnx-cpu: install
+	$(BIN)/python bench/onnx_cpu.py $(BENCH_ARGS)
+
+bench-text-first: install
+	$(BIN)/python bench/text_first_request.py --device $(DEVICE) $(BENCH_ARGS)
+
+# End to end through HTTP: clipserve vs the hand-written baseline at 1/16/64/256 clients, single and
+# 32-image requests, 10 and 1,000 labels; rewrites its section of docs/PERFORMANCE.md + a plot.
+# On the H200: make bench-e2e DEVICE=cuda BENCH_ARGS="--arch ViT-B-32 --seconds 8"
+bench-e2e: install
+	$(BIN)/python bench/e2e.py --device $(DEVICE) $(BENCH_ARGS)
+
 bench-train-step: install
 	$(BIN)/python bench/train_step.py --out docs/PERFORMANCE-train-step.md
 

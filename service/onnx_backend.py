@@ -5,6 +5,13 @@ file when no path is set; an existing file is reused. Before serving, the sessio
 against the torch tower on a probe batch, so a file exported from another backbone is refused
 instead of answering wrongly. CUDA execution provider when the service device is CUDA and ONNX
 Runtime has it, else CPU. Lanes of methods with their own image side stay on torch.
+
+Session options (bench/onnx_cpu.py measures them, docs/PERFORMANCE.md has the figures): all graph
+optimisations; intra-op threads = torch's thread count (physical cores, or OMP_NUM_THREADS), set
+explicitly because ONNX Runtime's own default counts the host's cores, not the container's; no
+spin-waiting of those threads after a run, because this process also runs torch (the text encoder,
+the other lanes) on the same cores, and short torch work right after a spinning ONNX Runtime run
+was measured 20-60x slower (tiny model); and no silent CPU fallback when a CUDA session fails.
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ import copy
 import logging
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -20,9 +28,13 @@ from models.backbone import Backbone
 from models.onnx_export import INPUT_NAME, OUTPUT_NAME, ImageEncoder, export_image_encoder
 from service.settings import Settings
 
+if TYPE_CHECKING:
+    import onnxruntime
+
 log = logging.getLogger("clipserve")
 # Largest |onnx - torch| on normalised embeddings accepted at start-up, by torch precision.
 PROBE_TOLERANCE = {"fp32": 1e-3, "bf16": 3e-2, "fp16": 1e-2}
+SPINNING = "session.intra_op.allow_spinning"
 
 
 class OnnxImageEncoder:
@@ -38,7 +50,9 @@ class OnnxImageEncoder:
                 providers.insert(0, "CUDAExecutionProvider")
             else:
                 log.warning("ONNX Runtime has no CUDA provider here; the ONNX encoder runs on the CPU")
-        self.session = onnxruntime.InferenceSession(str(path), providers=providers)
+        self.session = onnxruntime.InferenceSession(str(path), session_options(), providers=providers)
+        if device.type == "cuda" and "CUDAExecutionProvider" in self.session.get_providers():
+            self.session.disable_fallback()  # a CUDA failure is an error, not a silent CPU run
         self.device = device
         self.providers = self.session.get_providers()
 
@@ -47,6 +61,18 @@ class OnnxImageEncoder:
         inputs = {INPUT_NAME: pixels.detach().float().cpu().numpy()}
         (features,) = self.session.run([OUTPUT_NAME], inputs)
         return torch.from_numpy(features).to(self.device)
+
+
+def session_options() -> onnxruntime.SessionOptions:
+    """The service's ONNX Runtime session options (also what the benchmark profiles)."""
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL  # one image batch: no branches
+    options.intra_op_num_threads = torch.get_num_threads()
+    options.add_session_config_entry(SPINNING, "0")  # idle threads sleep: torch shares these cores
+    return options
 
 
 def build_onnx_encoder(settings: Settings, backbone: Backbone) -> OnnxImageEncoder:
