@@ -4,7 +4,7 @@ both real servers on loopback, driven by bench/loadgen.py (several processes, cl
 For single-image and 32-image requests of 640x480 JPEGs, with 10 and 1,000 labels, at 1, 16, 64
 and 256 concurrent clients: images/s, requests/s, client-side p50/p99 and the server-side p50 (from
 the Server-Timing header). The baseline runs the same cells up to 64 clients (at 256 it would
-spend minutes draining its backlog). Rewrites the `e2e-<device>` section of docs/PERFORMANCE.md
+spend minutes draining its backlog). Rewrites the `e2e:<device>` section of docs/PERFORMANCE.md
 and a plot beside it.
 
     python bench/e2e.py                                            # CPU, tiny model (a smoke run)
@@ -310,7 +310,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     load_average = os.getloadavg()[0]
     results = run(args)
-    replace_section(args.out, f"e2e-{args.device.split(':')[0]}", report(args, results, load_average))
+    replace_section(args.out, f"e2e:{args.device.split(':')[0]}", report(args, results, load_average))
     print(f"wrote {args.out}")
 
 

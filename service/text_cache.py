@@ -5,6 +5,10 @@
 - Any other label is encoded once with the version's text side (its learned prompt, or the
   zero-shot templates) through the one text path, and kept in an LRU keyed by
   (version, templates, label). Concurrent requests for the same new label wait for one encoding.
+- The assembled [C, D] matrix of a whole label list is kept too (LRU, bounded in rows), keyed by
+  (version, templates, labels in order): a client that sends the same 1,000 labels with every
+  request gets its matrix from one lookup instead of 1,000 lookups and a stack (measured: ~5 ms
+  per request on the development CPU, for labels that were all cached).
 - Image-conditioned methods never come here: their text side depends on the image.
 """
 
@@ -25,6 +29,7 @@ if TYPE_CHECKING:
     from service.versions import Version
 
 Key = tuple[str, str, str]  # (version uid, template key, label)
+MatrixKey = tuple[str, str, tuple[str, ...]]  # (version uid, template key, labels in order)
 
 
 class TextCache:
@@ -33,6 +38,9 @@ class TextCache:
         self.metrics = metrics
         self.entries: OrderedDict[Key, torch.Tensor] = OrderedDict()  # [D] rows on the device
         self.pending: dict[Key, asyncio.Future[torch.Tensor]] = {}
+        # [C, D] on the device, and how many of its labels are LRU labels (for the hit counter)
+        self.matrices: OrderedDict[MatrixKey, tuple[torch.Tensor, int]] = OrderedDict()
+        self.matrix_rows = 0  # rows held in self.matrices, at most `capacity`
         self.executor = ThreadPoolExecutor(1, thread_name_prefix="text")
 
     async def class_matrix(
@@ -42,13 +50,30 @@ class TextCache:
         if version.precomputed_covers(labels, templates):
             return version.precomputed_rows(labels)
         template_key = "\x1f".join(templates)
+        matrix_key = (version.uid, template_key, tuple(labels))
+        cached = self.matrices.get(matrix_key)
+        if cached is not None:
+            self.matrices.move_to_end(matrix_key)
+            self.metrics.cache_hits.inc(cached[1])
+            return cached[0]
+        matrix, lru_labels = await self._assemble(version, labels, templates, template_key)
+        if not version.freed:
+            self._store_matrix(matrix_key, matrix, lru_labels)
+        return matrix
+
+    async def _assemble(
+        self, version: Version, labels: Sequence[str], templates: tuple[str, ...], template_key: str
+    ) -> tuple[torch.Tensor, int]:
+        """[C, D] from stored checkpoint rows, cached label rows and (encoded now) new labels; and
+        how many of the labels are LRU labels (not stored rows)."""
         keys = [(version.uid, template_key, label) for label in labels]
         found: dict[Key, torch.Tensor] = {}
         for key in keys:  # trained classes: the stored rows, as they are
             stored = version.stored_row(key[2], templates)
             if stored is not None:
                 found[key] = stored
-        self._count([key for key in keys if key not in found])
+        lru_keys = [key for key in keys if key not in found]
+        self._count(lru_keys)
         for key in dict.fromkeys(keys):
             row = self.entries.get(key)
             if row is not None and key not in found:
@@ -61,7 +86,7 @@ class TextCache:
         waiting = {key: self.pending[key] for key in dict.fromkeys(keys) if key not in found}
         for key, future in waiting.items():
             found[key] = await asyncio.shield(future)
-        return torch.stack([found[key] for key in keys])  # [C, D]
+        return torch.stack([found[key] for key in keys]), len(lru_keys)  # [C, D]
 
     def _count(self, keys: list[Key]) -> None:
         hits = sum(key in self.entries for key in keys)
@@ -101,9 +126,20 @@ class TextCache:
             self.entries.popitem(last=False)
         self.metrics.cache_entries.set(len(self.entries))
 
+    def _store_matrix(self, key: MatrixKey, matrix: torch.Tensor, lru_labels: int) -> None:
+        if len(matrix) > self.capacity or key in self.matrices:  # a concurrent request stored it
+            return
+        self.matrices[key] = (matrix, lru_labels)
+        self.matrix_rows += len(matrix)
+        while self.matrix_rows > self.capacity:
+            _, (evicted, _) = self.matrices.popitem(last=False)
+            self.matrix_rows -= len(evicted)
+
     def drop_version(self, uid: str) -> None:
         for key in [key for key in self.entries if key[0] == uid]:
             del self.entries[key]
+        for matrix_key in [key for key in self.matrices if key[0] == uid]:
+            self.matrix_rows -= len(self.matrices.pop(matrix_key)[0])
         self.metrics.cache_entries.set(len(self.entries))
 
     def close(self) -> None:

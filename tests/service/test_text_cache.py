@@ -4,13 +4,17 @@ LRU, with hits and misses counted."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import httpx
+import torch
 from prometheus_client.parser import text_string_to_metric_families
 
 from models.backbone import Backbone
 from models.checkpoint import load_checkpoint, save_checkpoint
+from service.metrics import Metrics
+from service.text_cache import TextCache
 from tests.service.conftest import (
     CLASSES,
     admin_headers,
@@ -137,3 +141,41 @@ def test_stored_class_embeddings_are_used_as_they_are(tmp_path: Path, tiny_backb
         cosine = {p["label"]: p["cosine"] for p in body["results"][0]["predictions"]}
         assert abs(cosine[CLASSES[0]] + reference[CLASSES[0]][1]) < 1e-5  # the flipped row, as stored
     assert abs(cosine["zebra"] - reference["zebra"][1]) < 1e-5  # encoded with the learned prompt
+
+
+class CountingVersion:
+    """What TextCache needs of a version: an id, no stored classes, and a text side that counts calls."""
+
+    uid, freed = "v1", False
+
+    def __init__(self) -> None:
+        self.encoded: list[list[str]] = []
+
+    def precomputed_covers(self, labels: object, templates: object) -> bool:
+        return False
+
+    def stored_row(self, label: str, templates: object) -> None:
+        return None
+
+    def encode_labels(self, labels: list[str], templates: tuple[str, ...]) -> torch.Tensor:
+        self.encoded.append(list(labels))
+        return torch.stack([torch.full((4,), float(len(label))) for label in labels])
+
+
+def test_a_repeated_label_list_is_one_lookup_bounded_in_rows_and_dropped_with_its_version() -> None:
+    metrics = Metrics()
+    cache, version = TextCache(capacity=4, metrics=metrics), CountingVersion()
+
+    async def scenario() -> None:
+        first = await cache.class_matrix(version, ["a", "bb", "ccc"], ())  # type: ignore[arg-type]
+        again = await cache.class_matrix(version, ["a", "bb", "ccc"], ())  # type: ignore[arg-type]
+        assert again is first  # the assembled matrix itself: no per-label work, no stack
+        reordered = await cache.class_matrix(version, ["ccc", "a", "bb"], ())  # type: ignore[arg-type]
+        assert torch.equal(reordered, first[[2, 0, 1]]) and version.encoded == [["a", "bb", "ccc"]]
+        assert cache.matrix_rows <= 4 and len(cache.matrices) == 1  # the first matrix was evicted
+        assert metrics.cache_hits._value.get() == 6 and metrics.cache_misses._value.get() == 3
+        cache.drop_version("v1")
+        assert cache.matrices == {} and cache.matrix_rows == 0
+
+    asyncio.run(scenario())
+    cache.close()
