@@ -14,6 +14,7 @@ Rewrites its section of docs/PERFORMANCE.md (one per device type) and a plot, do
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import sys
@@ -62,6 +63,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=Path("docs/PERFORMANCE.md"))
     parser.add_argument("--plot", type=Path, default=None, help="default: docs/ceiling-<device>.png")
     parser.add_argument("--no-write", action="store_true", help="print the section, write nothing")
+    parser.add_argument(
+        "--json", type=Path, default=None, help="also the figures (bench/e2e.py --ceiling-json)"
+    )
     return parser.parse_args(argv)
 
 
@@ -229,6 +233,8 @@ def main(argv: list[str] | None = None) -> int:
         "command": command_line(),
         "plot": plot_path.name,
     }
+    if args.json is not None:
+        args.json.write_text(json.dumps({series.label: series.images_per_s for series in every}, indent=1))
     section = render(device, every, ceiling, fidelity, context)
     print(section)
     if not args.no_write:

@@ -14,7 +14,7 @@ and a plot beside it.
 from __future__ import annotations
 
 import argparse
-import io
+import json
 import os
 import sys
 from collections.abc import Sequence
@@ -23,10 +23,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere, like the Makefile
 
+from bench.images import photo_jpeg
 from bench.loadgen import closed_loop, multipart_classify, summarise
 from bench.report import command_line, cpu_model, replace_section, today_utc
 from bench.server_process import ServerProcess, clipserve_command, free_port
@@ -62,19 +62,9 @@ class Goals:
     over_baseline_at_64: float = 100.0
 
 
-def photo_like_jpegs(count: int, seed: int = 0, size: tuple[int, int] = (640, 480)) -> list[bytes]:
-    """JPEGs (quality 90) of smooth random scenes with sensor-like noise: sizes like camera photos
-    at this resolution (tens of KB), unlike flat colour (tiny) or pure noise (huge)."""
-    rng = np.random.default_rng(seed)
-    out = []
-    for _ in range(count):
-        coarse = rng.integers(0, 256, (12, 16, 3), dtype=np.uint8)
-        scene = Image.fromarray(coarse).resize(size, Image.BICUBIC)
-        pixels = np.asarray(scene, dtype=np.float32) + rng.normal(0, 6, (size[1], size[0], 3))
-        buffer = io.BytesIO()
-        Image.fromarray(pixels.clip(0, 255).astype(np.uint8)).save(buffer, format="JPEG", quality=90)
-        out.append(buffer.getvalue())
-    return out
+def photo_like_jpegs(count: int) -> list[bytes]:
+    """640x480 JPEGs at quality 90 (bench/images.py: the same images as the ceiling bench)."""
+    return [photo_jpeg(640, 480, seed=seed) for seed in range(count)]
 
 
 def label_set(count: int) -> list[str]:
@@ -185,6 +175,18 @@ def goal_checks(results: dict[str, list[dict[str, Any]]], goals: Goals) -> list[
     return checks
 
 
+def against_ceiling(
+    results: dict[str, list[dict[str, Any]]], ceiling: dict[str, dict[str, float]]
+) -> tuple[str, str, bool]:
+    """32-image requests end to end against the decode + encode ceiling at batch 32 (bench/ceiling.py)."""
+    series = next(v for label, v in ceiling.items() if label.startswith("decode + encode ceiling"))
+    at_32 = series["32"]  # JSON keys are strings
+    best = max(r["images_per_s"] for r in results["clipserve"] if r["images"] == 32)
+    share = best / at_32
+    return ("32-image requests >= 70% of the decode + encode ceiling at batch 32",
+            f"{100 * share:.0f}% ({best:.0f} of {at_32:.0f} images/s)", share >= 0.7)  # fmt: skip
+
+
 def plot(results: dict[str, list[dict[str, Any]]], path: Path, title: str) -> None:
     import matplotlib
 
@@ -249,8 +251,8 @@ def report(args: argparse.Namespace, results: dict[str, list[dict[str, Any]]], l
         "",
         f"Command: `{command_line()}`  ",
         f"Date: {today_utc()}; machine: {machine}.  ",
-        f"{args.arch} with {args.pretrained} weights; 640x480 JPEGs (quality 90, photo-like, "
-        f"~{np.mean([len(j) for j in photo_like_jpegs(8)]) / 1024:.0f} KB) sent as multipart "
+        f"{args.arch} with {args.pretrained} weights; 640x480 JPEGs (bench/images.py, quality 90, "
+        f"mean {np.mean([len(j) for j in photo_like_jpegs(8)]) / 1024:.0f} KiB) sent as multipart "
         f"(`curl -F` style); closed loop, {args.warmup_seconds:.0f} s warm-up then {args.seconds:.0f} s "
         "per cell; "
         f"load generator: bench/loadgen.py in up to {args.processes} processes on the same machine. "
@@ -267,6 +269,8 @@ def report(args: argparse.Namespace, results: dict[str, list[dict[str, Any]]], l
         lines += ["", "Baseline (bench/baseline_server.py: FastAPI + open_clip + Pillow, one forward per "
                   "request, labels re-encoded per call):", "", *table(results["baseline"])]  # fmt: skip
     checks = goal_checks(results, Goals())
+    if args.ceiling_json is not None:
+        checks.append(against_ceiling(results, json.loads(args.ceiling_json.read_text())))
     if checks:
         scope = (
             "the issue 7 goals"
@@ -300,6 +304,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--serve-args", default="", help="extra flags for clipserve serve, e.g. '--max-batch-size 128'"
     )
+    parser.add_argument("--ceiling-json", type=Path, default=None,
+                        help="bench/ceiling.py --json of this session")  # fmt: skip
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "PERFORMANCE.md")
     args = parser.parse_args(argv)
     args.arch = args.arch or ("ViT-B-32" if args.device.startswith("cuda") else "clipserve-tiny-vit")

@@ -19,6 +19,8 @@ from typing import Any
 import open_clip
 import torch
 
+from models.text_clean import with_fast_clean
+
 CONFIG_DIR = Path(__file__).parent / "configs"
 TINY_ARCHS = ("clipserve-tiny-vit", "clipserve-tiny-rn")
 PRECISIONS = ("fp32", "bf16", "fp16")
@@ -245,7 +247,7 @@ def _tokenizer(arch: str) -> open_clip.tokenizer.SimpleTokenizer:
             f"{arch!r} uses {type(tokenizer).__name__}; clipserve supports "
             f"CLIP's standard BPE text tower only"
         )
-    return tokenizer
+    return with_fast_clean(tokenizer)  # same tokens; plain labels skip ftfy
 
 
 def _preprocessing(model: Any) -> Preprocessing:
