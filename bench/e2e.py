@@ -247,7 +247,7 @@ def report(args: argparse.Namespace, results: dict[str, list[dict[str, Any]]], l
 
         machine = f"{torch.cuda.get_device_name(0)}; {machine}"
     lines = [
-        f"### End to end through HTTP, {device}",
+        f"## End to end through HTTP: clipserve vs a hand-written server ({device})",
         "",
         f"Command: `{command_line()}`  ",
         f"Date: {today_utc()}; machine: {machine}.  ",

@@ -43,8 +43,8 @@ from tests.service.conftest import image_bytes, make_learner, write_checkpoint
 
 TOKEN = "reliability-token"
 LABELS = ["cat", "dog", "zebra"]
-QUEUE_IMAGES = 128
-INFLIGHT = 64
+QUEUE_IMAGES = 256
+INFLIGHT = 128  # about capacity x 0.4 s: bursts at 80% fit, 3x does not
 DEADLINE_S = 5.0
 
 
@@ -167,6 +167,13 @@ def overload(server: ServerProcess, request: bytes, rate: float, seconds: float)
         ),
         "accepted_over_deadline": sum(1 for r in records if r.status == 200 and r.seconds > DEADLINE_S),
         "recovery": figures(recovery, recovery_seconds),
+        # what was still in flight from the overload drains in the first second at 50%
+        "recovery_first_second_codes": figures([r for r in recovery if r.due < recovery[0].due + 1], 1)[
+            "codes"
+        ],
+        "recovery_after_first_second_codes": figures(
+            [r for r in recovery if r.due >= recovery[0].due + 1], 1
+        )["codes"],
     }
 
 
@@ -332,19 +339,20 @@ def verdicts(r: dict[str, Any]) -> dict[str, bool]:
         "sustained: every request 200 (no 429 at 80%)": set(s["codes"]) == {"200"},
         "sustained: latency stable": s["latency_stable"],
         "sustained: RSS growth <= 5% after warm-up": s["rss_growth"] <= 0.05,
-        "sustained: GPU memory growth <= 5% after warm-up (CUDA only)": (s["gpu_reserved_growth"] or 0) <= 0.05,
         "overload: 429 with Retry-After": o["refused_429"] > 0 and o["refused_without_retry_after"] == 0,
         "overload: refusals fast (p99 < 0.5 s)": o["refusal_p99_ms"] < 500,
         "overload: zero 5xx": o["server_errors"] == 0,
         "overload: accepted requests within their deadline (client-side)": o["accepted_over_deadline"] == 0,
-        "overload: recovery (all 200 at 50%)": set(o["recovery"]["codes"]) == {"200"},
+        "overload: recovery within 1 s (all 200 at 50% after the first second)": set(o["recovery_after_first_second_codes"]) == {"200"},
         "hot swap: zero failed requests": h["failed_requests"] == 0,
         "hot swap: answers consistent with their version": h["version_sha_mismatches"] == 0
         and h["shas_not_from_known_files"] == 0 and h["shas_with_differing_answers"] == 0,
         "hot swap: bad files refused, previous kept": h["bad_files_refused_and_previous_kept"] == h["bad_files_tried"] > 0,
         "sigterm: every request sent before it answered 200": t["of_which_not_200"] == 0 and t["exit_code"] in (0, -15),
         "restart: same models": r["restart"]["same_model_names"] and r["restart"]["serves_the_watched_files"],
-    }  # fmt: skip
+    } | ({} if s["gpu_reserved_growth"] is None else {  # measured on CUDA only
+        "sustained: GPU memory growth <= 5% after warm-up": s["gpu_reserved_growth"] <= 0.05,
+    })  # fmt: skip
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
