@@ -25,7 +25,7 @@ def test_one_cell_per_server_through_http_writes_the_section_and_plot(
     for name in ("clipserve", "baseline"):
         (row,) = results[name]
         assert row["codes"] == {"200": row["requests"]} and row["requests"] > 0
-        assert row["images_per_s"] == 2 * row["ok_per_s"] > 0
+        assert row["images_per_s"] == pytest.approx(2 * row["ok_per_s"], abs=0.1) and row["ok_per_s"] > 0
     assert results["clipserve"][0]["server_p50_ms"] > 0  # Server-Timing came back
     picture = tmp_path / "e2e-cpu.png"
     monkeypatch.setattr(e2e, "ROOT", tmp_path)  # the plot goes to ROOT/docs
