@@ -229,10 +229,27 @@ COLUMNS = (  # header, row key, format
 )
 
 
+def cell_text(value: Any, form: str) -> str:
+    return "–" if isinstance(value, float) and value != value else form.format(value)  # NaN: not measured
+
+
 def table(rows: list[dict[str, Any]]) -> list[str]:
     lines = ["| " + " | ".join(header for header, _, _ in COLUMNS) + " |", "|---" * len(COLUMNS) + "|"]
     for row in rows:
-        lines.append("| " + " | ".join(form.format(row[key]) for _, key, form in COLUMNS) + " |")
+        lines.append("| " + " | ".join(cell_text(row[key], form) for _, key, form in COLUMNS) + " |")
+    return lines
+
+
+def ratios(results: dict[str, list[dict[str, Any]]]) -> list[str]:
+    """clipserve's images/s over the baseline's, for every cell both ran."""
+    base = {(r["images"], r["labels"], r["clients"]): r["images_per_s"] for r in results["baseline"]}
+    header = "| images/request | labels | clients | clipserve images/s | baseline images/s | ratio |"
+    lines = [header, "|---|---|---|---|---|---|"]
+    for r in results["clipserve"]:
+        theirs = base.get((r["images"], r["labels"], r["clients"]))
+        if theirs:
+            lines.append(f"| {r['images']} | {r['labels']} | {r['clients']} | {r['images_per_s']:.1f} | "
+                         f"{theirs:.1f} | {r['images_per_s'] / theirs:.1f}x |")  # fmt: skip
     return lines
 
 
@@ -267,7 +284,8 @@ def report(args: argparse.Namespace, results: dict[str, list[dict[str, Any]]], l
     ]
     if results["baseline"]:
         lines += ["", "Baseline (bench/baseline_server.py: FastAPI + open_clip + Pillow, one forward per "
-                  "request, labels re-encoded per call):", "", *table(results["baseline"])]  # fmt: skip
+                  "request, labels re-encoded per call):", "", *table(results["baseline"]),
+                  "", "Side by side:", "", *ratios(results)]  # fmt: skip
     checks = goal_checks(results, Goals())
     if args.ceiling_json is not None:
         checks.append(against_ceiling(results, json.loads(args.ceiling_json.read_text())))
