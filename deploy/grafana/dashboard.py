@@ -109,7 +109,8 @@ def traffic(y: int) -> list[dict[str, Any]]:
             (12, y + 9, 12, 8),
             [target(rejected, "{{reason}}")],
             unit="reqps",
-            description="queue_full and inflight_limit = 429, timeout = 504, not_ready = 503; the others are client errors.",
+            description="queue_full and inflight_limit = 429, timeout = 504, not_ready = 503; "
+            "the others are client errors.",
         ),
     ]
 
