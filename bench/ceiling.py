@@ -18,7 +18,6 @@ import json
 import os
 import statistics
 import sys
-import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -31,7 +30,7 @@ import torchvision
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere, like the Makefile
 
 from bench.images import photo_jpeg
-from bench.report import command_line, device_description, replace_section, today_utc
+from bench.report import command_line, device_description, replace_section, time_calls, today_utc
 from models.backbone import Backbone, build_backbone
 from service.backends import TorchImageEncoder, resolve_precision
 from service.cuda_graphs import graphed_image_encoder
@@ -70,18 +69,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def images_per_second(fn: Callable[[], object], batch: int, device: torch.device, repeats: int) -> float:
-    """Median img/s over `repeats` calls after one untimed call, synchronising around each call."""
-    fn()
-    seconds = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        start = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        seconds.append(time.perf_counter() - start)
-    return batch / statistics.median(seconds)
+    """Median img/s over `repeats` calls after one untimed call."""
+    return batch / statistics.median(time_calls(fn, device, repeats, warmup=1))
 
 
 def batch_of(blobs: list[bytes], size: int) -> list[bytes]:

@@ -12,6 +12,8 @@ import platform
 import re
 import shlex
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -64,3 +66,19 @@ def replace_section(path: Path, key: str, body: str) -> None:
         text = text.rstrip() + "\n\n" + section + "\n"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
+
+
+def time_calls(fn: Callable[[], object], device: torch.device, repeats: int, warmup: int) -> list[float]:
+    """Seconds per call after `warmup` untimed calls, synchronising a CUDA device around each call."""
+    for _ in range(warmup):
+        fn()
+    seconds = []
+    for _ in range(repeats):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        seconds.append(time.perf_counter() - start)
+    return seconds

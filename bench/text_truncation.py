@@ -14,8 +14,6 @@ import argparse
 import os
 import statistics
 import sys
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +22,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere, like the Makefile
 
-from bench.report import command_line, device_description, replace_section, today_utc
+from bench.report import command_line, device_description, replace_section, time_calls, today_utc
 from models.backbone import Backbone, build_backbone
 from models.text import embed_tokens, encode_token_embeddings, tokenize
 
@@ -62,25 +60,6 @@ def class_prompts(count: int) -> list[str]:
     return [TEMPLATE.format(f"class {i} name") for i in range(count)]
 
 
-def time_calls(
-    fn: Callable[[], torch.Tensor], device: torch.device, repeats: int, warmup: int
-) -> list[float]:
-    """Seconds per call, synchronising the device around each call."""
-    for _ in range(warmup):
-        fn()
-    seconds = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        start = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        seconds.append(time.perf_counter() - start)
-    return seconds
-
-
-@torch.inference_mode()
 def measure(backbone: Backbone, prompts: list[str], repeats: int, warmup: int) -> Result:
     tokenized = tokenize(backbone, prompts)
     tokens = tokenized.tokens.to(backbone.device)  # [N, 77]
