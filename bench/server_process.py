@@ -88,6 +88,14 @@ class ServerProcess:
         assert self.process is not None, "not started"
         self.process.send_signal(number)
 
+    def wait(self, timeout_s: float) -> int | None:
+        """The exit code once the process ends by itself, or None if it is still running."""
+        assert self.process is not None, "not started"
+        try:
+            return self.process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            return None
+
     def stop(self, timeout_s: float = 60.0) -> int:
         """SIGTERM, wait; SIGKILL past the timeout (exit code -9). Returns the exit code."""
         if self.process is None:

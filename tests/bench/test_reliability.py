@@ -17,6 +17,7 @@ ROBUST = (
     "hot swap: answers consistent with their version",
     "hot swap: bad files refused, previous kept",
     "sigterm: every request sent before it answered 200",
+    "sigterm: the process exits 0 by itself",
     "restart: same models",
 )
 
