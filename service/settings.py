@@ -82,7 +82,12 @@ class Settings(BaseSettings):
     default_top_k: int = Field(default=5, ge=1, description="predictions per image when top_k is not given")
 
     # -- caches and threads
-    text_cache_entries: int = Field(default=100_000, ge=1, description="LRU size of label embeddings")
+    text_cache_entries: int = Field(
+        default=100_000,
+        ge=1,
+        description="LRU size of label embeddings; the cached class matrices of whole label lists hold "
+        "at most as many rows again",
+    )
     decode_threads: int = Field(default=4, ge=1, description="Pillow decode threads")
 
     # -- GPU fast path (each applies only when the service runs on CUDA)
