@@ -48,7 +48,7 @@ class RequestContext:
         finally:
             millis = 1000 * (time.monotonic() - started)
             client = (scope.get("client") or ("-", 0))[0]
-            fields = {"method": scope["method"], "path": scope["path"], "status": status}
+            fields = {"method": scope["method"], "path": scope["path"], "status": status, "request_id": rid}
             access_log.info(
                 '%s "%s %s" %d %.1f ms', client, scope["method"], scope["path"], status, millis,
                 extra={**fields, "duration_ms": round(millis, 2), "client": client},

@@ -8,8 +8,9 @@ and port; the path starts with the prefix's path).
 Then every address its host resolves to must be public: private, loopback, link-local (which holds
 the cloud metadata address 169.254.169.254), shared, reserved, unspecified and multicast addresses
 are refused unless an entry names the address or its network (an IP entry, or a URL prefix whose
-host is the address). So "localhost" as a host entry alone does not open 127.0.0.1; "127.0.0.1" does. The caller connects to the address checked here,
-never resolving the name again (no DNS rebinding between the check and the connection).
+host is the address). So "localhost" as a host entry alone does not open 127.0.0.1; "127.0.0.1"
+does. The caller connects to the address checked here, never resolving the name again (no DNS
+rebinding between the check and the connection).
 """
 
 from __future__ import annotations

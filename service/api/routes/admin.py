@@ -70,7 +70,7 @@ def checkpoint_file(runtime: Runtime, file: str) -> Path:
     status_code=201,
     summary="Load a checkpoint file as a new model",
     response_model=VersionInfo,
-    responses=error_responses(404, 409, 422),
+    responses=error_responses(400, 404, 409, 422),
 )
 async def load(body: LoadBody, runtime: RuntimeDep) -> dict[str, Any]:
     version = await runtime.registry.load(body.name, checkpoint_file(runtime, body.file), replace=False)
@@ -81,7 +81,7 @@ async def load(body: LoadBody, runtime: RuntimeDep) -> dict[str, Any]:
     "/models/{name}/swap",
     summary="Switch a model to a new file (zero downtime)",
     response_model=VersionInfo,
-    responses=error_responses(404, 409, 422),
+    responses=error_responses(400, 404, 409, 422),
 )
 async def swap(name: str, body: FileBody, runtime: RuntimeDep) -> dict[str, Any]:
     if name not in runtime.registry.active:
@@ -101,14 +101,18 @@ async def unload(name: str, runtime: RuntimeDep) -> dict[str, str]:
 
 
 @router.put(
-    "/default", summary="Set the model used when a request names none", responses=error_responses(404, 422)
+    "/default",
+    summary="Set the model used when a request names none",
+    responses=error_responses(400, 404, 422),
 )
 async def set_default(body: ModelBody, runtime: RuntimeDep) -> dict[str, str]:
     runtime.registry.set_default(body.model)
     return {"default": body.model}
 
 
-@router.put("/aliases/{alias}", summary="Point an alias at a model", responses=error_responses(404, 409, 422))
+@router.put(
+    "/aliases/{alias}", summary="Point an alias at a model", responses=error_responses(400, 404, 409, 422)
+)
 async def set_alias(alias: str, body: ModelBody, runtime: RuntimeDep) -> dict[str, str]:
     runtime.registry.set_alias(alias, body.model)
     return {"alias": alias, "model": body.model}

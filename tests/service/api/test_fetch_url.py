@@ -193,7 +193,9 @@ def test_classify_takes_urls_when_allowed_and_names_the_rule_when_not(origin: Im
             origin.url("/missing"): (422, "url_fetch_failed"),
         }
         for url, (status, kind) in answers.items():
-            response = httpx.post(server.url + "/classify", json={"images": [url], "labels": labels}, timeout=30)
+            response = httpx.post(
+                server.url + "/classify", json={"images": [url], "labels": labels}, timeout=30
+            )
             assert response.status_code == status, response.text
             assert response.json()["error"]["type"] == kind
         assert httpx.get(server.url + "/health/live").status_code == 200  # still serving
