@@ -7,6 +7,7 @@ import logging
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -22,6 +23,9 @@ from tests.service.conftest import (
     server_settings,
     write_checkpoint,
 )
+from tests.service.test_ui import browser, by_id, needs_chromium, submit_and_wait, texts, type_into, wait_for
+
+__all__ = ["browser"]  # the fixture, shared with the /ui test
 
 KEY, FILE_KEY, METRICS_TOKEN = "key-from-env-1234", "key-from-file-5678", "metrics-token-9"
 
@@ -120,3 +124,18 @@ def test_without_keys_everything_is_open(tmp_path: Path) -> None:
         assert httpx.get(server.url + "/metrics").status_code == 200
         listing = httpx.get(server.url + "/v1/models").json()
         assert "settings" not in listing  # no token sent: not the admin, keys or not
+
+
+@needs_chromium
+def test_the_ui_sends_the_api_key_it_is_given(server: ServerThread, browser: Any, tmp_path: Path) -> None:
+    driver = browser
+    driver.get(server.url + "/ui/")
+    wait_for(driver, lambda: "401" in by_id(driver, "models-status").text)  # no key yet
+    type_into(driver, "api-key", KEY)
+    by_id(driver, "labels").click()  # leaving the field fires `change`: the models load with the key
+    wait_for(driver, lambda: "pets" in texts(driver, "#models tbody th"))
+    path = tmp_path / "noise.png"
+    path.write_bytes(image_bytes(4))
+    by_id(driver, "images").send_keys(str(path))
+    submit_and_wait(driver, "results")
+    assert texts(driver, ".result .bar-label")
