@@ -12,8 +12,10 @@ from typing import Any
 
 request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(request_id)s]: %(message)s"
-# Attributes every LogRecord has; anything else on a record was passed as `extra=` and is kept.
-STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "request_id"}
+# Attributes every LogRecord has; anything else on a record was passed as `extra=` and is kept
+# (but not uvicorn's terminal-coloured copy of its message).
+RECORD_FIELDS = set(vars(logging.LogRecord("", 0, "", 0, "", None, None)))
+STANDARD = RECORD_FIELDS | {"message", "asctime", "request_id", "color_message"}
 
 
 class RequestIdFilter(logging.Filter):

@@ -29,8 +29,17 @@ from service.errors import Unauthorized
 from service.settings import Settings
 
 log = logging.getLogger("clipserve")
+# Health of the Open Inference Protocol (/v2/health/*) is health too: probes carry no keys.
 PUBLIC_PATHS = frozenset(
-    {"/health/live", "/health/ready", "/openapi.json", "/docs", "/redoc", "/favicon.ico"}
+    {
+        "/health/live",
+        "/health/ready",
+        "/v2/health/live",
+        "/v2/health/ready",
+        "/openapi.json",
+        "/docs",
+        "/redoc",
+    }
 )
 PUBLIC_PREFIXES = ("/ui", "/docs/", "/admin/")  # /admin: require_admin checks its own token
 METRICS_PATH = "/metrics"
