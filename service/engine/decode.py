@@ -3,7 +3,7 @@
 Resizing matches open_clip's eval transform for the backbone (resize + centre crop), so the
 service sees the same pixels as training and offline evaluation. Limits are checked before any
 pixel data is decoded: a 100,000 x 100,000 PNG is refused from its header (decompression bomb).
-This is the CPU path and the fallback of the GPU path (service.device_decode), which reads the
+This is the CPU path and the fallback of the GPU path (service.engine.device_decode), which reads the
 same headers with `read_header` and hands Pillow every image nvJPEG cannot or should not decode.
 """
 
@@ -44,7 +44,7 @@ class Pixels:
 
 
 class ImageDecoder(Protocol):
-    """Pillow (`Decoder`) or nvJPEG with Pillow as fallback (service.device_decode.DeviceDecoder)."""
+    """Pillow (`Decoder`) or nvJPEG with Pillow as fallback (service.engine.device_decode.DeviceDecoder)."""
 
     async def decode(self, blobs: Sequence[bytes]) -> Pixels: ...
 
