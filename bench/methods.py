@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.reuse:
         shutil.rmtree(work / "runs", ignore_errors=True)  # every method is trained afresh
     started, load_before = time.perf_counter(), os.getloadavg()
-    runner = make_runner(args.backbone, work, scale)
+    runner = make_runner(args.backbone, work, scale, args.reuse)
     results: dict[str, Any] = {}
     sets = build_sets(runner, scale, work)
     stage_seconds: dict[str, float] = {}
@@ -114,9 +114,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def make_runner(path: str, work: Path, scale: Scale) -> Runner:
+def make_runner(path: str, work: Path, scale: Scale, reuse: bool = False) -> Runner:
     backbone = build_backbone(ARCH, path, "fp32", "cpu")
-    return Runner(backbone, path, work, scale, init_from_env("cpu"))
+    return Runner(backbone, path, work, scale, init_from_env("cpu"), resume=reuse)
 
 
 def build_sets(runner: Runner, scale: Scale, work: Path) -> Sets:
@@ -155,7 +155,7 @@ def build_sets(runner: Runner, scale: Scale, work: Path) -> Sets:
 def compare_pretraining(args: argparse.Namespace, runner: Runner, scale: Scale, work: Path) -> dict[str, Any]:
     runners = {"ProtoCLIP": runner}
     if Path(args.infonce_backbone).is_file():
-        runners["InfoNCE"] = make_runner(args.infonce_backbone, work, scale)
+        runners["InfoNCE"] = make_runner(args.infonce_backbone, work / "infonce", scale, args.reuse)
     headers = {name: _header_summary(r.pretrained) for name, r in runners.items()}
     return pretraining(runners, lambda r: build_sets(r, scale, work), headers)
 

@@ -51,6 +51,7 @@ class Runner:
     work: Path
     scale: Scale
     ctx: DistContext
+    resume: bool = False  # --reuse: a finished run with the same settings is not retrained
     seconds: dict[str, float] = field(default_factory=dict)  # wall time per training job key
 
     def train(
@@ -92,7 +93,7 @@ class Runner:
             hparams=method_hparams(key, self.scale, shots),
             num_workers=0,
             progress=False,
-            resume=False,
+            resume=self.resume,
         )
 
     def probes(self, data: LabeledImages, shots: int, subset: str = "all") -> list[LinearProbe]:
