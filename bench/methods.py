@@ -55,6 +55,9 @@ INFONCE = "models/demo/backbone-infonce.safetensors"
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.render_only:  # the report from a results file: nothing is trained or scored
+        write_report(json.loads(Path(args.render_only).read_text()), Path(args.out))
+        return 0
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -108,6 +111,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--work", default="runs/bench-methods", help="image sets and training runs")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default: %(default)s)")
     parser.add_argument("--reuse", action="store_true", help="keep earlier training runs (default: retrain)")
+    parser.add_argument("--render-only", metavar="JSON", help="only write the report from a METHODS.json")
     parser.add_argument(
         "--conditions-only", action="store_true", help="only the zero-shot table of the conditions; no report"
     )

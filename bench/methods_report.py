@@ -20,6 +20,7 @@ from bench.methods_claims import (
 )
 from bench.methods_plots import plot_base_to_new, plot_few_shot, plot_shift
 from bench.methods_settings import ENSEMBLE, EPOCH_RULE, METHOD_SETTINGS, SCALING, TEMPLATE
+from bench.methods_steps import SHOT_COLUMNS, optimizer_steps
 from bench.methods_text import INTRO, READING, SETUP
 
 NAMES = {
@@ -48,7 +49,14 @@ def table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
+def with_int_shots(results: dict[str, Any]) -> dict[str, Any]:
+    """JSON turns the few-shot curve's K keys into strings; the report reads them as numbers."""
+    curve = {method: {int(k): v for k, v in points.items()} for method, points in results["few_shot"].items()}
+    return {**results, "few_shot": curve}
+
+
 def write_report(results: dict[str, Any], out: Path) -> None:
+    results = with_int_shots(results)
     plots = out.parent / "methods"
     plots.mkdir(parents=True, exist_ok=True)
     k_max = results["sixteen"]["shots"]
@@ -99,6 +107,11 @@ def settings_section() -> str:
 
 {EPOCH_RULE}
 
+Optimizer steps per seed that these settings give (training images // batch size per epoch, as
+the loop counts them; 64 classes, or 32 base classes for base-to-new):
+
+{steps_table()}
+
 Zero-shot template: `{TEMPLATE[0]}`. Ensemble ({len(ENSEMBLE)} templates, written for this world
 before any run): {", ".join(f"`{t}`" for t in ENSEMBLE)}.
 
@@ -107,12 +120,17 @@ Overrides per method (on top of training/hparams.py and the method's config defa
 {config}"""
 
 
+def steps_table() -> str:
+    rows = [[name, *[str(n) for n in counts]] for name, counts in optimizer_steps().items()]
+    return table(["method (protocol)", *[f"K={k}" for k in SHOT_COLUMNS]], rows)
+
+
 def conditions_section(result: dict[str, Any]) -> str:
     rows = [
         [name, fmt(acc), "**chosen**" if name == result["chosen"] else ""]
         for name, acc in result["zero_shot"].items()
     ]
-    named = "\n".join(f"- {k}: {json.dumps(v)}" for k, v in result["named"].items())
+    named = "\n".join(f"- {k}: `{json.dumps(v)}`" for k, v in result["named"].items())
     return f"""## 1. How the evaluation condition was chosen (zero-shot only)
 
 Zero-shot accuracy (template `{TEMPLATE[0]}`) of the backbone on held-out images, 64 classes.
@@ -122,7 +140,9 @@ of the 50-85% band), from this table alone, before any method ran; the bench re-
 
 {table(["held-out set", "zero-shot %", ""], rows)}
 
-Single nuisances: {named}"""
+The named conditions (training/world/conditions.py; ranges drawn per image):
+
+{named}"""
 
 
 def few_shot_section(curve: dict[str, Any], plot: Path | None, out: Path) -> str:
@@ -145,7 +165,7 @@ Papers: {PAPER_FEW_SHOT}."""
 def sixteen_section(result: dict[str, Any], plot: Path | None, out: Path) -> str:
     sets = ["source", "easy photos", *result["styles"], *result["targets"]]
     rows = []
-    for method, row in result["table"].items():
+    for method, row in _ordered(result["table"]):
         averages = result["averages"][method]
         rows.append(
             [
@@ -179,7 +199,7 @@ Papers ({PAPER_SHIFT_SOURCE}), ViT-B/16 trained on ImageNet 16-shot:
 
 def base_to_new_section(result: dict[str, Any], plot: Path | None, out: Path) -> str:
     rows = []
-    for method, row in result["table"].items():
+    for method, row in _ordered(result["table"]):
         hm = f"{row['hm']:.1f}" if "hm" in row else "-"
         rows.append([NAMES.get(method, method), fmt(row.get("base")), fmt(row.get("new")), hm])
     papers = [[m, *[f"{v:.2f}" for v in vals]] for m, vals in PAPER_B2N.items()]
@@ -267,6 +287,24 @@ A claim "A beats B" is *reproduced* when mean(A) - mean(B) exceeds max(sqrt(std_
 before the run, bench/methods_claims.py).
 
 {table(["paper", "claim", "here", "evidence (this world)"], rows)}"""
+
+
+ROW_ORDER = (
+    "zero-shot",
+    "zero-shot ensemble",
+    "linear probe",
+    "coop",
+    "coop-b2n",
+    "cocoop",
+    "maple",
+    "gopro",
+    "ship",
+)
+
+
+def _ordered(table: dict[str, Any]) -> list[tuple[str, Any]]:
+    rank = {name: i for i, name in enumerate(ROW_ORDER)}
+    return sorted(table.items(), key=lambda item: rank.get(item[0], len(rank)))
 
 
 def _image(plot: Path | None, out: Path) -> str:

@@ -30,8 +30,12 @@ READING = """## Limits of this evidence
 
 - One synthetic world, one small backbone, 3 seeds; a 0.5-point margin is 5 test images.
 - Settings are the papers' defaults scaled once (section Setup); none was tuned on these results.
-  Methods whose reference settings were cut for the CPU budget (fewer epochs for CoCoOp and
-  GOPro) may be under-trained relative to their papers.
+  The scaling cut some runs to very few optimizer steps (the steps table): CoOp at 1-4 shots
+  starts from a random context and gets 12-96 SGD steps, SHIP's classifier stage 50 plain-SGD
+  steps (no momentum, as its reference) from "a photo of a", GOPro 256-512 steps instead of
+  its paper's 50 epochs. A row that sits at zero-shot, or whose seeds disagree by many points,
+  is most likely under-trained: its claims are not tested here, whatever the verdict column
+  says. A rerun with step-based scaling, fixed before looking, would be the next step.
 - The shapes and colours of "new" classes are words the backbone learned in pretraining; real
   CLIP's new classes are likewise known to its text tower, so the protocol transfers, but this
   world's text is far simpler than web captions."""
