@@ -7,7 +7,6 @@ import argparse
 import functools
 import json
 import logging
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from models.backbone import Backbone, BackboneIdentity
@@ -16,97 +15,24 @@ from models.prompts import PromptLearner
 from training.checkpoints import find_checkpoints, metrics_beside
 from training.data import LabeledImages, load_dataset
 from training.evaluate import evaluate
-from training.learners import backbone_for, load_learner
-from training.protocols import MODES, Evaluation, run_protocol
+from training.learners import backbone_for, load_learner, trained_weights_file
+from training.options import add_options, values_from_args
+from training.protocols import Evaluation, run_protocol
 from training.report import write_report
+from training.requests import EvalRequest
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class EvalRequest:
-    checkpoints: list[str]
-    out: str
-    mode: str = "few-shot"
-    test: str | None = None
-    classnames: str | None = None
-    targets: list[str] = field(default_factory=list)
-    target_classnames: list[str] = field(default_factory=list)
-    pretrained: str | None = None
-    device: str = "cpu"
-    batch_size: int = 128
-    num_workers: int = 4
-    plots: bool = True
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.description = __doc__
-    parser.add_argument(
-        "checkpoints",
-        nargs="+",
-        help="checkpoint files or run directories (one per seed; a run "
-        "directory from `clipserve train --seeds ...` contributes all its seed_*/ checkpoints)",
-    )
-    parser.add_argument(
-        "--mode",
-        choices=MODES,
-        default="few-shot",
-        help="few-shot: accuracy on --test, mean ± std "
-        "over checkpoints. base-to-new: --test is split by sorted label (first ceil(n/2) = base); base "
-        "and new scored in their own label spaces; harmonic mean. cross-dataset: the learned prompt "
-        "on each --target's own class list. domain-shift: --test is the source, each --target a "
-        "shifted set of (a subset of) the same classes. (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--test",
-        metavar="PATH",
-        help="test image folder or CSV manifest (few-shot, base-to-new; the source set for domain-shift)",
-    )
-    parser.add_argument(
-        "--classnames",
-        metavar="FILE",
-        help="class-names file for --test (lines '<folder or label> <name>'); "
-        "default: classnames.txt in the dataset's root, else the folder names",
-    )
-    parser.add_argument(
-        "--target",
-        dest="targets",
-        metavar="PATH",
-        action="append",
-        default=[],
-        help="a target image folder or CSV manifest (cross-dataset, domain-shift); repeat for several",
-    )
-    parser.add_argument(
-        "--target-classnames",
-        metavar="FILE",
-        action="append",
-        default=[],
-        help="class-names file for each --target, in the same order (give none, or one per target)",
-    )
-    _output_arguments(parser)
-
-
-def _output_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", required=True, help="directory for report.json, report.md and the plots")
-    parser.add_argument(
-        "--pretrained",
-        help="local backbone weights file, for checkpoints trained on weights "
-        "identified by sha256 (open_clip tags and random test weights are rebuilt automatically)",
-    )
-    parser.add_argument("--device", default="cpu", help="torch device to evaluate on (default: %(default)s)")
-    parser.add_argument(
-        "--batch-size", type=int, default=128, help="images per forward pass (default: %(default)s)"
-    )
-    parser.add_argument(
-        "--num-workers", type=int, default=4, help="image-decoding processes (default: %(default)s)"
-    )
-    parser.add_argument("--no-plots", dest="plots", action="store_false", help="skip the PNG plots")
+    add_options(parser, EvalRequest)
 
 
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    request = EvalRequest(**{k: v for k, v in vars(args).items() if k in EvalRequest.__dataclass_fields__})
+    request = EvalRequest(**values_from_args(EvalRequest, args))
     evaluation, report = run_evaluation(request)
     print(json.dumps({"report": str(report), "summary": evaluation.summary}, indent=1))
     return 0
@@ -131,10 +57,13 @@ def load_learners(paths: list[Path], pretrained: str | None, device: str) -> lis
     backbones: dict[BackboneIdentity, Backbone] = {}
     learners = []
     for path in paths:
-        identity = read_header(path).backbone
-        if identity not in backbones:
-            backbones[identity] = backbone_for(identity, pretrained, device=device)
-        learners.append(load_learner(path, backbones[identity]))
+        header = read_header(path)
+        if header.backbone not in backbones:
+            recorded = trained_weights_file(header)
+            backbones[header.backbone] = backbone_for(
+                header.backbone, pretrained, device=device, recorded_file=recorded
+            )
+        learners.append(load_learner(path, backbones[header.backbone]))
     return learners
 
 

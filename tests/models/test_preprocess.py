@@ -63,7 +63,8 @@ def test_the_service_path_gives_the_training_input(pre: Preprocessing) -> None:
 
 def test_normalisation_is_written_once_and_never_in_place() -> None:
     pixels = torch.tensor([[[[0, 255]], [[51, 102]], [[128, 7]]]], dtype=torch.uint8)  # [1, 3, 1, 2]
-    mean, std = torch.tensor([0.1, 0.2, 0.3]).view(1, 3, 1, 1), torch.tensor([0.5, 0.25, 0.125]).view(1, 3, 1, 1)
+    mean = torch.tensor([0.1, 0.2, 0.3]).view(1, 3, 1, 1)
+    std = torch.tensor([0.5, 0.25, 0.125]).view(1, 3, 1, 1)
     expected = torch.empty(1, 3, 1, 2)
     for c in range(3):
         for j in range(2):
