@@ -1,4 +1,7 @@
-"""A tqdm progress bar showing loss, lr and throughput; silent on non-main ranks or when off."""
+"""A tqdm progress bar per epoch (episode) showing loss, lr and throughput; silent on non-main
+ranks or when off. A finished bar stays on the terminal as one line with the epoch's summary
+(mean loss, lr, images/s and, when scored, the validation accuracy), so the terminal keeps one
+line per finished epoch."""
 
 from __future__ import annotations
 
@@ -11,7 +14,7 @@ class Progress:
         if enabled:
             from tqdm import tqdm  # the `train` extra; imported only when a bar is shown
 
-            self.bar = tqdm(total=total, desc=description, unit="step", dynamic_ncols=True, leave=False)
+            self.bar = tqdm(total=total, desc=description, unit="step", dynamic_ncols=True, leave=True)
 
     def show(self, loss: float, lr: float, images_per_s: float) -> None:
         if self.bar is not None:
@@ -23,6 +26,16 @@ class Progress:
         if self.bar is not None:
             self.bar.update(1)
 
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
+    def finish(self, **summary: float | None) -> None:
+        """Close the bar with the epoch's summary as its last words (None values left out)."""
+        if self.bar is None:
+            return
+        shown = {name: _format(value) for name, value in summary.items() if value is not None}
+        self.bar.set_postfix(shown, refresh=True)
+        self.bar.close()
+
+
+def _format(value: float) -> str:
+    if abs(value) >= 100:
+        return f"{value:.0f}"
+    return f"{value:.4g}" if abs(value) >= 1e-3 or value == 0 else f"{value:.2e}"
