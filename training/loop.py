@@ -30,7 +30,7 @@ from training.feeds import FeatureFeed, ImageFeed, LocalBatch, autocast, use_cac
 from training.hparams import Hyperparameters
 from training.optim import build_optimizer, epoch_schedule, optimizer_spec, set_learning_rate
 from training.options import default_of
-from training.progress import Progress
+from training.progress import EpochMeter, Progress
 from training.requests import TrainRequest
 from training.runlog import RunLog
 from training.state import STATE_FILE, Best, ResumePoint, RunState, load_state, resume_point, save_state
@@ -111,15 +111,10 @@ def train(
     run_log = RunLog(options.run_dir, "epoch", ctx.is_main, options.tensorboard)
     run_log.begin(state, images=len(data), classes=len(data.keys), world_size=ctx.world_size)
     global_step = _restore(learner, state, result)
-    for note in point.notes:
-        log.info("%s", note)
-        run_log.write("replan", note=note)
-    result.notes = list(point.notes)
-    result.already_complete = point.is_complete(result.planned)
+    run_log.standing(point, result.planned, result.final_loss)
+    result.notes, result.already_complete = list(point.notes), point.is_complete(result.planned)
     try:
-        for index in range(point.stage_index, len(stages)):
-            if result.already_complete:
-                break
+        for index in range(point.stage_index, 0 if result.already_complete else len(stages)):
             learner.set_stage(stages[index])
             run = StageRun(
                 learner, hparams[stages[index]], ctx, options, run_log, index, stages[index],
@@ -190,28 +185,6 @@ def make_feed(run: StageRun, data: LabeledImages) -> ImageFeed | FeatureFeed:
     return ImageFeed(run.learner, data, run.hp, run.ctx, run.options.seed, run.options.num_workers)
 
 
-@dataclass
-class EpochMeter:
-    """Sums of one epoch. The loss stays on the device between log steps: reading it every step
-    would make the host wait for the GPU and stop it from queueing the next step's kernels."""
-
-    loss_total: torch.Tensor
-    images: int = 0
-    started: float = field(default_factory=time.perf_counter)
-    logged_at: float = field(default_factory=time.perf_counter)
-    logged_step: int = 0
-
-    def images_per_s(self) -> float:
-        return self.images / max(time.perf_counter() - self.started, 1e-9)
-
-    def step_seconds(self, step: int) -> float:
-        """Wall time per step since the last log (data loading included); restarts the interval."""
-        now = time.perf_counter()
-        seconds = (now - self.logged_at) / max(step + 1 - self.logged_step, 1)
-        self.logged_at, self.logged_step = now, step + 1
-        return seconds
-
-
 def run_epoch(
     run: StageRun, feed: ImageFeed | FeatureFeed, optimizer: torch.optim.Optimizer, params: list, epoch: int
 ) -> None:
@@ -257,12 +230,8 @@ def validate(run: StageRun, epoch: int) -> float | None:
     """Score the validation set when due (main process, last stage); keep the best epoch."""
     validator, result = run.options.validator, run.result
     result.last_score = None
-    if (
-        validator is None
-        or not run.ctx.is_main
-        or not run.last_stage
-        or not validator.due(epoch, run.hp.epochs)
-    ):
+    due = validator is not None and validator.due(epoch, run.hp.epochs)
+    if validator is None or not (due and run.ctx.is_main and run.last_stage):
         return None
     score, images = validator.score(run.learner)
     result.last_score = score

@@ -58,34 +58,33 @@ def run_training(
         for stage in learner.training_stages
     }
     settings = run_settings(request, backbone, data, hparams, learner)
-    validator = (
-        Validator(data.validation, request.val_every, request.num_workers) if data.validation else None
-    )
-    options = loop_options(request, fingerprint(identity_of(settings)), validator, step_hook)
+    options = loop_options(request, fingerprint(identity_of(settings)), data, step_hook)
     check_resume(options, [hp.epochs for hp in hparams.values()], list(hparams))  # refuse before writing
     if ctx.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         _write_json(run_dir / SPLIT_FILE, data.split)
-        _write_json(run_dir / CONFIG_FILE, run_config(request, settings, hparams))
+        _write_json(run_dir / CONFIG_FILE, run_config(request, settings))
     barrier(ctx)
-    validator = (
-        Validator(data.validation, request.val_every, request.num_workers) if data.validation else None
-    )
-    options = loop_options(request, fingerprint(identity_of(settings)), validator, step_hook)
     result = train(learner, data.train, hparams, ctx, options)
-    if result.already_complete:
-        log.info(
-            "%s: the run is already complete (%s epochs, final loss %.4f); nothing to train. Pass more "
-            "--epochs to extend it",
-            run_dir, "+".join(map(str, result.planned)), result.final_loss,
-        )  # fmt: skip
     path = run_dir / CHECKPOINT_FILE
     if ctx.is_main:
-        training = keep_weights(learner, request.keep, result, data.validation)
-        provenance = checkpoint_provenance(request, settings, result, training)
-        save_checkpoint(path, learner.eval().serving_learner().to_checkpoint(provenance=provenance))
+        write_checkpoint(path, learner, request, settings, result, data.validation)
     barrier(ctx)
     return path, result
+
+
+def write_checkpoint(
+    path: Path,
+    learner: PromptLearner,
+    request: TrainRequest,
+    settings: dict[str, Any],
+    result: TrainResult,
+    validation: LabeledImages | None,
+) -> None:
+    """The servable checkpoint of the weights --keep chose, saying which epoch they are."""
+    training = keep_weights(learner, request.keep, result, validation)
+    provenance = checkpoint_provenance(request, settings, result, training)
+    save_checkpoint(path, learner.eval().serving_learner().to_checkpoint(provenance=provenance))
 
 
 def check_request(request: TrainRequest) -> None:
@@ -101,21 +100,20 @@ def check_request(request: TrainRequest) -> None:
 
 
 def loop_options(
-    request: TrainRequest, run_fingerprint: str, validator: Validator | None, step_hook: Any
+    request: TrainRequest, run_fingerprint: str, data: PreparedData, step_hook: Any
 ) -> LoopOptions:
     """The loop's options are the request's of the same name (one declaration, no copying by hand)."""
-    shared = {f.name: getattr(request, f.name) for f in fields(LoopOptions) if f.name in _request_fields()}
+    names = {f.name for f in fields(LoopOptions)} & {f.name for f in fields(TrainRequest)}
+    validator = None
+    if data.validation is not None:
+        validator = Validator(data.validation, request.val_every, request.num_workers)
     return LoopOptions(
         run_dir=Path(request.out),
         fingerprint=run_fingerprint,
         validator=validator,
         step_hook=step_hook,
-        **{k: v for k, v in shared.items() if k not in ("run_dir", "fingerprint")},
+        **{name: getattr(request, name) for name in names},
     )
-
-
-def _request_fields() -> set[str]:
-    return {f.name for f in fields(TrainRequest)}
 
 
 def prepare_data(request: TrainRequest) -> PreparedData:
@@ -187,9 +185,7 @@ def identity_of(settings: dict[str, Any]) -> dict[str, Any]:
     return {**settings, "hparams": hparams}
 
 
-def run_config(
-    request: TrainRequest, settings: dict[str, Any], hparams: dict[str, Hyperparameters]
-) -> dict[str, Any]:
+def run_config(request: TrainRequest, settings: dict[str, Any]) -> dict[str, Any]:
     """config.json: the options as given, what they resolved to, and the versions that ran them."""
     resolved = {k: v for k, v in settings.items() if k not in ("data", "validation")}
     return {"options": asdict(request), "resolved": resolved, "versions": _versions()}

@@ -43,6 +43,8 @@ def plot_training_curves(runs: dict[str, list[dict[str, Any]]], path: Path) -> P
     lr_axis.set(title="learning rate", xlabel="epoch", ylabel="lr")
     if panels == 3:
         axes[2].set(title="validation accuracy", xlabel="epoch", ylabel="top-1 accuracy (%)")
+        low, high = axes[2].get_ylim()
+        axes[2].set_ylim(max(low, 0.0), min(high, 100.5))  # percentages: no axis past 100
     loss_axis.legend(fontsize="small")
     return _save(plt, figure, path)
 

@@ -9,12 +9,15 @@ metrics.jsonl, so neither shows an epoch twice; a run that starts over purges ev
 
 from __future__ import annotations
 
+import logging
 import math
 from pathlib import Path
 from typing import Any
 
 from training.metrics import METRICS_FILE, MetricsLog
-from training.state import RunState
+from training.state import ResumePoint, RunState
+
+log = logging.getLogger(__name__)
 
 TENSORBOARD_MISSING = (
     "--tensorboard needs the tensorboard package, which is not installed: "
@@ -56,6 +59,16 @@ class RunLog:
             # Events after the saved state (the cut-short unit) come at steps >= global_step + 1.
             purge = state.global_step + 1 if state is not None else 0
             self.board = SummaryWriter(str(self.tensorboard), purge_step=purge)
+
+    def standing(self, point: ResumePoint, planned: list[int], final_loss: float) -> None:
+        """Say what was re-planned since the state was saved, and when the run is already complete."""
+        for note in point.notes:
+            log.info("%s", note)
+            self.write("replan", note=note)
+        if point.is_complete(planned):
+            total, unit = "+".join(map(str, planned)), self.unit
+            log.info("%s: the run is already complete (%s %ss, final loss %.4f); give it more %ss to "
+                     "extend it", self.metrics.path.parent, total, unit, final_loss, unit)  # fmt: skip
 
     def write(self, event: str, **fields: Any) -> None:
         self.metrics.write(event, **fields)

@@ -28,7 +28,8 @@ from training.data.batches import rank_shares, rank_slice
 from training.distributed import DistContext, barrier, reduce_step
 from training.feeds import autocast
 from training.optim import set_learning_rate
-from training.pretrain.config import PretrainConfig
+from training.options import default_of
+from training.pretrain.config import PretrainConfig, RunOptions
 from training.pretrain.episodes import Episode, Teacher, prepare_episode
 from training.pretrain.model import PretrainModel
 from training.pretrain.pool import Pool
@@ -46,12 +47,14 @@ BOARD = "pretrain"  # TensorBoard tag prefix
 
 @dataclass
 class PretrainOptions:
+    """How the loop runs; the defaults are `clipserve pretrain`'s (training/pretrain/config.py)."""
+
     run_dir: Path
     fingerprint: str = ""
-    progress: bool = True
-    resume: bool = True
-    log_every: int = 20
-    tensorboard: str | Path | None = None
+    progress: bool = default_of(RunOptions, "progress")
+    resume: bool = default_of(RunOptions, "resume")
+    log_every: int = default_of(RunOptions, "log_every")
+    tensorboard: str | Path | None = default_of(RunOptions, "tensorboard")
     teacher: Teacher | None = None  # the external-teacher hook (ProtoCLIP's L_external)
     evaluator: Evaluator | None = None  # called after every episode on the main process
     step_hook: Callable[[int, float], None] | None = None  # (global step, loss): tests, timing
@@ -116,17 +119,8 @@ def _restore(run: EpisodeRun) -> int:
         run.model.load_state_dict(state.tensors)
         run.optimizer.load_state_dict(state.optimizer)
         result.final_loss = state.last_loss
-    for note in point.notes:
-        log.info("%s", note)
-        run.log.write("replan", note=note)
-    result.notes = list(point.notes)
-    result.already_complete = point.is_complete([run.config.episodes])
-    if result.already_complete:
-        log.info(
-            "the run is already complete (%d episodes, final loss %.4f)",
-            run.config.episodes,
-            result.final_loss,
-        )
+    run.log.standing(point, [run.config.episodes], result.final_loss)
+    result.notes, result.already_complete = list(point.notes), point.is_complete([run.config.episodes])
     return point.completed
 
 

@@ -8,6 +8,7 @@ import logging
 import platform
 import sys
 import time
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -68,13 +69,11 @@ def run_pretraining(
             json.dumps({**settings, **described, "versions": _versions()}, indent=1) + "\n"
         )
     barrier(ctx)
+    shared = {f.name for f in fields(PretrainOptions)} & {f.name for f in fields(RunOptions)}
     options = PretrainOptions(
         run_dir=run.out,
         fingerprint=fingerprint(settings),
-        progress=run.progress,
-        resume=run.resume,
-        log_every=run.log_every,
-        tensorboard=run.tensorboard,
+        **{name: getattr(run, name) for name in shared},  # progress, resume, log_every, tensorboard
         teacher=load_teacher(config.teacher_features, len(pool), ctx.device),
         evaluator=WorldEvaluator(world, backbone, config, config.eval_per_class, run)
         if ctx.is_main
