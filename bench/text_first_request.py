@@ -44,7 +44,7 @@ from bench.text_truncation import TOLERANCE
 from models.backbone import Backbone, build_backbone
 from models.text import embed_tokens, encode_token_embeddings, tokenize
 from models.zeroshot import class_embedding_matrix
-from service.backends import resolve_precision
+from service.engine.backends import resolve_precision
 
 TEMPLATE = "a photo of a {}."  # the server's default template set ("photo") is this one template
 SYLLABLES = [c + v for c in "bdfgklmnprstvz" for v in "aeiou"]

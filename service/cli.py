@@ -18,7 +18,7 @@ from types import FrameType
 import uvicorn
 from pydantic import ValidationError
 
-from service.app import create_app
+from service.api.app import create_app
 from service.runtime import State
 from service.settings import Settings
 

@@ -12,7 +12,7 @@ from torchvision.transforms.functional import pil_to_tensor
 
 from models.backbone import Preprocessing
 from models.preprocess import Normalise, eval_transform, interpolation_mode, normalise_pixels, resize_crop
-from service.decode import DecodeLimits, Decoder
+from service.engine.decode import DecodeLimits, Decoder
 from training.data.transforms import train_transform
 
 PREPROCESSING = [

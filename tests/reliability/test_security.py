@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from models.backbone import Backbone
-from service.routes import deps
+from service.api.routes import deps
 from tests.reliability.conftest import assert_clean_error
 from tests.service.conftest import (
     ADMIN_TOKEN,

@@ -1,4 +1,4 @@
-"""POST /classify: parse (multipart, JSON or a raw image), then the data path in service.classify."""
+"""POST /classify: parse (multipart, JSON or a raw image), then the data path in service.api.classify."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ from pydantic import BaseModel
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from service.classify import classify
+from service.api.classify import classify
+from service.api.parse import ClassifyJSON, parse_classify
+from service.api.routes.deps import RuntimeDep
 from service.errors import DeadlineExceeded
-from service.parse import ClassifyJSON, parse_classify
-from service.routes.deps import RuntimeDep
 
 router = APIRouter()
 
@@ -73,7 +73,7 @@ REQUEST_BODY: dict[str, Any] = {
     description="A raw image/* body takes labels, templates, model and top_k as query parameters.",
 )
 async def classify_route(request: Request, runtime: RuntimeDep) -> JSONResponse:
-    # admitted by service.admission (max_inflight_requests); the deadline covers reading the body too
+    # admitted by service.api.admission (max_inflight_requests); the deadline covers reading the body too
     timeout = runtime.settings.request_timeout_s
     try:
         async with asyncio.timeout(timeout):

@@ -10,10 +10,10 @@ import torch
 
 from bench.images import encode, photo, photo_jpeg
 from models.backbone import build_backbone
-from service.cuda_graphs import graphed_image_encoder
-from service.decode import DecodeLimits, Decoder, Normalise, Pixels
-from service.device_decode import DeviceDecoder
-from service.device_io import gather_pixels, lane_stream, on_stream, results_to_host
+from service.engine.cuda_graphs import graphed_image_encoder
+from service.engine.decode import DecodeLimits, Decoder, Normalise, Pixels
+from service.engine.device_decode import DeviceDecoder
+from service.engine.device_io import gather_pixels, lane_stream, on_stream, results_to_host
 from service.errors import Invalid
 
 

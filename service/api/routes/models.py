@@ -6,7 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from service.routes.deps import RuntimeDep
+from service.api.routes.deps import RuntimeDep
 
 router = APIRouter()
 

@@ -6,7 +6,7 @@ from fastapi import APIRouter
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.responses import JSONResponse, Response
 
-from service.routes.deps import StateDep
+from service.api.routes.deps import StateDep
 
 router = APIRouter()
 

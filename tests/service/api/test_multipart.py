@@ -1,4 +1,4 @@
-"""service/multipart.py: the same parts as starlette's parser (python-multipart) on bodies a real
+"""service/api/multipart.py: the same parts as starlette's parser (python-multipart) on bodies a real
 client encodes, and strict refusals of everything that is not well-formed."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from starlette.datastructures import Headers, UploadFile
 from starlette.formparsers import MultiPartParser
 
-from service.multipart import (
+from service.api.multipart import (
     MultipartError,
     Part,
     TooManyFields,

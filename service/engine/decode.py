@@ -4,8 +4,8 @@ Resizing (open_clip's eval resize + centre crop) and normalisation come from mod
 which training and offline evaluation use too, so all of them see the same pixels. Limits are
 checked before any pixel data is decoded: a 100,000 x 100,000 PNG is refused from its header
 (decompression bomb). This is the CPU path and the fallback of the GPU path
-(service.device_decode), which reads the same headers with `read_header` and hands Pillow every
-image nvJPEG cannot or should not decode.
+(service.engine.device_decode), which reads the same headers with `read_header` and hands Pillow
+every image nvJPEG cannot or should not decode.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from PIL import Image, UnidentifiedImageError
 from torchvision.transforms.functional import pil_to_tensor
 
 from models.backbone import Preprocessing
-from models.preprocess import Normalise, resize_crop  # noqa: F401 (Normalise: service.batcher imports it here)
+from models.preprocess import Normalise, resize_crop  # noqa: F401 (service.engine.batcher imports Normalise here)
 from service.errors import CorruptImage, TooLarge, UnsupportedMedia
 
 
@@ -44,7 +44,7 @@ class Pixels:
 
 
 class ImageDecoder(Protocol):
-    """Pillow (`Decoder`) or nvJPEG with Pillow as fallback (service.device_decode.DeviceDecoder)."""
+    """Pillow (`Decoder`) or nvJPEG with Pillow as fallback (service.engine.device_decode.DeviceDecoder)."""
 
     async def decode(self, blobs: Sequence[bytes]) -> Pixels: ...
 

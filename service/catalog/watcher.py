@@ -13,8 +13,8 @@ import asyncio
 import logging
 from pathlib import Path
 
+from service.catalog.registry import NAME_PATTERN, Registry
 from service.errors import ServiceError
-from service.registry import NAME_PATTERN, Registry
 
 log = logging.getLogger("clipserve")
 SUFFIX = ".safetensors"

@@ -13,8 +13,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from models.backbone import Backbone
 from models.checkpoint import load_checkpoint, save_checkpoint
+from service.catalog.text_cache import TextCache
 from service.metrics import Metrics
-from service.text_cache import TextCache
 from tests.service.conftest import (
     CLASSES,
     admin_headers,

@@ -30,9 +30,15 @@ import torch
 
 from models.backbone import Preprocessing
 from models.prompts import PromptLearner
-from service.backends import ImageEncoder
-from service.decode import Normalise, Pixels
-from service.device_io import follow_default_stream, gather_pixels, lane_stream, on_stream, results_to_host
+from service.engine.backends import ImageEncoder
+from service.engine.decode import Normalise, Pixels
+from service.engine.device_io import (
+    follow_default_stream,
+    gather_pixels,
+    lane_stream,
+    on_stream,
+    results_to_host,
+)
 from service.errors import Invalid, Overloaded
 from service.metrics import Metrics
 

@@ -23,12 +23,12 @@ import torch
 
 from models.backbone import Backbone
 from models.prompts import PromptLearner
-from service.batcher import Batcher
+from service.catalog.text_cache import TextCache
+from service.catalog.versions import Version, build_learner
+from service.engine.batcher import Batcher
 from service.errors import Conflict, Invalid, NotFound, ServiceError
 from service.metrics import Metrics
 from service.settings import ZEROSHOT_MODEL
-from service.text_cache import TextCache
-from service.versions import Version, build_learner
 
 log = logging.getLogger("clipserve")
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")

@@ -26,7 +26,7 @@ from service.errors import Invalid
 from service.metrics import Metrics
 
 if TYPE_CHECKING:
-    from service.versions import Version
+    from service.catalog.versions import Version
 
 Key = tuple[str, str, str]  # (version uid, template key, label)
 MatrixKey = tuple[str, str, tuple[str, ...]]  # (version uid, template key, labels in order)

@@ -2,7 +2,7 @@
 
 The page only calls the public API (/classify, /v1/models, /admin/default) with relative URLs, so
 it also works behind a proxy that mounts the service under a path prefix. Its assets ship as
-package data in service/ui/ and nothing is fetched from elsewhere (the CSP says so to the browser).
+package data in service/api/ui/ and nothing is fetched from elsewhere (the CSP says so to the browser).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The tensor decode path (service.device_decode) with device=cpu: torchvision's libjpeg-turbo decoder
+"""The tensor decode path (service.engine.device_decode) with device=cpu: torchvision's libjpeg-turbo decoder
 and the resize as tensor ops, i.e. the code the GPU runs with nvJPEG, minus nvJPEG. It must give
 nearly the Pillow path's pixels, send everything else to Pillow, and refuse bad input with exactly
 the Pillow path's errors."""
@@ -15,8 +15,8 @@ from PIL import Image
 
 from bench.images import encode, photo, photo_jpeg
 from models.backbone import Backbone, Preprocessing
-from service.decode import DecodeLimits, Decoder, Normalise
-from service.device_decode import DeviceDecoder, plan_routes, tensor_decodable, tensor_decode_problem
+from service.engine.decode import DecodeLimits, Decoder, Normalise
+from service.engine.device_decode import DeviceDecoder, plan_routes, tensor_decodable, tensor_decode_problem
 from service.errors import ServiceError
 from tests.reliability import corpus
 

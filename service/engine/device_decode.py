@@ -36,8 +36,8 @@ import torch
 from PIL import Image
 from torchvision.io import ImageReadMode, decode_jpeg
 
-from service.decode import DecodeLimits, Decoder, Pixels, decode_image, read_header
-from service.device_io import on_stream
+from service.engine.decode import DecodeLimits, Decoder, Pixels, decode_image, read_header
+from service.engine.device_io import on_stream
 from service.errors import ServiceError
 
 log = logging.getLogger("clipserve")

@@ -21,7 +21,7 @@ from models.checkpoint import (
 )
 from models.prompts import METHODS, PromptLearner
 from models.zeroshot import class_embedding_matrix
-from service.batcher import Lane
+from service.engine.batcher import Lane
 from service.errors import Conflict, Invalid, NotFound, ServiceError
 from service.settings import ZEROSHOT_MODEL
 

@@ -4,7 +4,7 @@ Three content types: multipart/form-data (repeated `images` files, `labels`, `te
 `top_k`), application/json (base64 images), and a raw image body (image/*) with the other
 fields as query parameters. The body is counted while it streams, so an oversized upload is
 refused at `max_body_bytes` instead of after buffering it; multipart is then cut into parts by
-service.multipart (fast for requests with many label fields).
+service.api.multipart (fast for requests with many label fields).
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from pydantic import BaseModel, ConfigDict, StrictInt, ValidationError
 from starlette.requests import Request
 
 from models.zeroshot import resolve_templates
+from service.api.multipart import MultipartError, TooManyFields, TooManyFiles, boundary_of, parse_multipart
 from service.errors import BadInput, Invalid, TooLarge, UnsupportedMedia
-from service.multipart import MultipartError, TooManyFields, TooManyFiles, boundary_of, parse_multipart
 from service.settings import Settings
 
 CONTENT_TYPES = "multipart/form-data, application/json or an image/* body"

@@ -9,10 +9,10 @@ from typing import Any
 
 import torch
 
+from service.api.parse import ClassifyInput
+from service.catalog.versions import Version
 from service.metrics import Metrics
-from service.parse import ClassifyInput
 from service.runtime import Runtime
-from service.versions import Version
 
 
 async def classify(rt: Runtime, request: ClassifyInput) -> dict[str, Any]:

@@ -12,8 +12,8 @@ from typing import Any
 from fastapi import APIRouter, Depends
 from pydantic import BaseModel, ConfigDict
 
+from service.api.routes.deps import RuntimeDep, require_admin
 from service.errors import Conflict, Invalid, NotFound
-from service.routes.deps import RuntimeDep, require_admin
 from service.runtime import Runtime
 
 router = APIRouter(prefix="/admin", dependencies=[Depends(require_admin)], tags=["admin"])

@@ -16,10 +16,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.admission import ADMITTED_PATH, Admission
+from service.api.admission import ADMITTED_PATH, Admission
+from service.api.routes import admin, classify, health, models, ui
 from service.errors import ServiceError
 from service.metrics import Metrics
-from service.routes import admin, classify, health, models, ui
 from service.runtime import State
 from service.settings import Settings
 

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from models.backbone import Backbone, build_backbone
-from service.backends import TorchImageEncoder
-from service.cuda_graphs import (
+from service.engine.backends import TorchImageEncoder
+from service.engine.cuda_graphs import (
     BucketedEncoder,
     StaticPass,
     chunk_plan,

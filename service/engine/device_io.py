@@ -13,7 +13,7 @@ from collections.abc import Iterator, Sequence
 
 import torch
 
-from service.decode import Pixels
+from service.engine.decode import Pixels
 
 
 def lane_stream(device: torch.device) -> torch.cuda.Stream | None:

@@ -11,7 +11,7 @@ import torch
 
 from models.backbone import Backbone
 from models.onnx_export import export_image_encoder, stock_image_encoder
-from service.onnx_backend import SPINNING, OnnxImageEncoder, session_options
+from service.engine.onnx_backend import SPINNING, OnnxImageEncoder, session_options
 
 
 def test_session_options_sleep_idle_threads_and_take_torchs_thread_count() -> None:
