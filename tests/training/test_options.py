@@ -168,8 +168,8 @@ def test_declaring_the_options_imports_neither_torch_nor_open_clip() -> None:
     code = (
         "import sys, argparse\n"
         "import training.requests, training.hparams, training.options, training.pretrain.config\n"
-        "import training.train_cmd, training.pretrain_cmd, training.export_cmd\n"
-        "for name in ('train', 'pretrain', 'export'):\n"
+        "import training.train_cmd, training.pretrain_cmd, training.export_cmd, training.eval_cmd\n"
+        "for name in ('train', 'pretrain', 'export', 'eval'):\n"
         "    getattr(training, name + '_cmd').add_arguments(argparse.ArgumentParser())\n"
         "heavy = sorted(m for m in ('torch', 'open_clip', 'torchvision') if m in sys.modules)\n"
         "assert not heavy, heavy\n"
