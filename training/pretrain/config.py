@@ -41,7 +41,7 @@ class PretrainConfig:
     method: Method = option(
         "objective: protoclip (InfoNCE + prototype losses) or infonce (plain CLIP)", "protoclip"
     )
-    arch: str = option("open_clip architecture (the demo's: clipserve-demo-rn)", "clipserve-demo-rn")
+    arch: str = option("open_clip architecture (the demo's: clipserve-demo-vit)", "clipserve-demo-vit")
     init: str | None = option("start from these weights (open_clip tag or local file); default: random", None)
     seed: int = option("initialisation and episode draws", 1)
     world_seed: int = option("the world's seed (which scenes exist)", 0)
