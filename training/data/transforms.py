@@ -16,10 +16,12 @@ from PIL import Image
 from torchvision import transforms as T
 
 from models.backbone import Preprocessing
+from training.data.augmix import AugMix
 
 Transform = Callable[[Image.Image], torch.Tensor]
 
 AUGMENTATIONS = ("rrc_flip", "flip", "none")
+GOPRO_AUGMIX_SEVERITY = 1.0  # GOPro's AugMixAugmenter default, used for its training view
 
 
 def eval_transform(pre: Preprocessing) -> Transform:
@@ -67,13 +69,14 @@ def _moco_view(pre: Preprocessing) -> Transform:
 
 
 def _augmix_view(pre: Preprocessing) -> Transform:
-    # GOPro's AugMix view: RRC + flip, then 3 chains of 1-3 ops mixed with Dirichlet(1)/Beta(1).
+    # GOPro's AugMix view: RRC + flip, then AugMix at severity 1 over the AugMix paper's nine ops,
+    # 3 chains of 1-3 ops mixed with Dirichlet(1)/Beta(1) (augmix.py says why not T.AugMix).
     return T.Compose(
         [
             T.RandomResizedCrop(pre.image_size, interpolation=_interpolation(pre)),
             T.RandomHorizontalFlip(),
-            T.AugMix(severity=3, mixture_width=3, chain_depth=-1, alpha=1.0),
-            *_to_normalised_tensor(pre),
+            AugMix(severity=GOPRO_AUGMIX_SEVERITY),
+            T.Normalize(pre.mean, pre.std),
         ]
     )
 
