@@ -52,6 +52,9 @@ METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
             # The VAE (encoder, generator, prompt): AdamW 1e-3 on features of RRC(0.5, 1) crops.
             "generator": {"optimizer": "adamw", "lr": 1e-3, "weight_decay": 0.01, "epochs": 50},
             # CoOp on real + synthetic features: plain SGD 2e-3, no momentum, no weight decay.
+            # SHIP's code steps this cosine once per iteration; the one loop steps every schedule
+            # once per epoch (Dassl). Over 200 epochs the two differ by at most base_lr * pi / 400
+            # (0.8% of the base lr) within any epoch, so the loop keeps one schedule granularity.
             "classifier": {
                 "optimizer": "sgd",
                 "lr": 2e-3,
