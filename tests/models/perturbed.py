@@ -30,9 +30,10 @@ def register_arch() -> str:
     config["embed_dim"] = 48
     config["vision_cfg"].update(layers=3, width=80, head_width=40)
     config["text_cfg"].update(layers=3, width=64, heads=2, context_length=32)
-    folder = Path(tempfile.mkdtemp(prefix="clipserve-math-"))
-    (folder / f"{ARCH}.json").write_text(json.dumps(config))
-    open_clip.add_model_config(folder)
+    with tempfile.TemporaryDirectory() as folder:  # open_clip reads the file at once
+        path = Path(folder) / f"{ARCH}.json"
+        path.write_text(json.dumps(config))
+        open_clip.add_model_config(path)
     return ARCH
 
 
