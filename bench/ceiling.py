@@ -3,7 +3,7 @@ graph replay on CUDA), batched JPEG decode + resize img/s (nvJPEG on CUDA; on th
 tensor decoder vs Pillow on a thread pool), and decode -> normalise -> encode run back to back.
 No HTTP, no batcher: what the service's end-to-end figure is measured against (issue 7: 32-image
 requests at about 70% of the decode + encode ceiling). Decode and resize are the service's own
-functions (service.device_decode, service.decode), so the figures are the service's code paths.
+functions (service.engine.device_decode, service.engine.decode), so the figures are the service's code paths.
 
     python bench/ceiling.py --device cuda                    # H200: ViT-B-32 bf16, random weights
     python bench/ceiling.py --arch clipserve-tiny-vit --batch-sizes 1,4,16 --images 16   # seconds
@@ -32,10 +32,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywher
 from bench.images import photo_jpeg
 from bench.report import command_line, device_description, replace_section, time_calls, today_utc
 from models.backbone import Backbone, build_backbone
-from service.backends import TorchImageEncoder, resolve_precision
-from service.cuda_graphs import graphed_image_encoder
-from service.decode import DecodeLimits, Normalise, decode_image, resize_transform
-from service.device_decode import decode_jpegs, resize_tensors
+from service.engine.backends import TorchImageEncoder, resolve_precision
+from service.engine.cuda_graphs import graphed_image_encoder
+from service.engine.decode import DecodeLimits, Normalise, decode_image, resize_transform
+from service.engine.device_decode import decode_jpegs, resize_tensors
 
 LIMITS = DecodeLimits(max_pixels=100_000_000, formats=("JPEG",))
 

@@ -1,7 +1,7 @@
 """Image encoder on the CPU: torch eager (fp32) vs ONNX Runtime's CPU provider, as the service runs each.
 
-torch: service.backends.TorchImageEncoder over an fp32 backbone. ONNX Runtime: the stock image tower
-exported by models.onnx_export and run by service.onnx_backend.OnnxImageEncoder (the service's
+torch: service.engine.backends.TorchImageEncoder over an fp32 backbone. ONNX Runtime: the stock image tower
+exported by models.onnx_export and run by service.engine.onnx_backend.OnnxImageEncoder (the service's
 session options). Both run in this process on the same pixels, interleaved (the order alternates
 every repeat), so other jobs on a shared machine slow both alike; the speed-up is the median of
 the per-repeat ratios. Outputs must agree within 1e-3 before anything is timed or written. Then
@@ -36,8 +36,8 @@ from bench.onnx_levers import LEVER_BATCH, Levers, measure_levers
 from bench.report import replace_section
 from models.backbone import Backbone, build_backbone
 from models.onnx_export import export_image_encoder, stock_image_encoder
-from service.backends import TorchImageEncoder
-from service.onnx_backend import OnnxImageEncoder, session_options
+from service.engine.backends import TorchImageEncoder
+from service.engine.onnx_backend import OnnxImageEncoder, session_options
 
 Encoder = Callable[[torch.Tensor], torch.Tensor]
 TOLERANCE = 1e-3  # max |onnx - torch| on normalised fp32 embeddings, as the service's start-up probe
@@ -146,7 +146,7 @@ def measure(args: argparse.Namespace, backbone: Backbone, onnx_path: Path) -> Me
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.threads is not None:
-        torch.set_num_threads(args.threads)  # the ONNX session takes torch's count (service.onnx_backend)
+        torch.set_num_threads(args.threads)  # the ONNX session takes torch's count (onnx_backend)
     load = os.getloadavg()[0]  # other jobs on the machine skew CPU figures; say how busy it was
     backbone = build_backbone(args.arch, args.pretrained, precision="fp32", device="cpu")
     with tempfile.TemporaryDirectory(prefix="clipserve-onnx-bench-") as folder:

@@ -66,7 +66,8 @@ Compute: {result.flops_per_image / 1e9:.2f} GFLOP per image (torch's flop counte
 
 - model: {backbone.identity.arch}, weights `{backbone.identity.weights}`, fp32,
   image {backbone.preprocessing.image_size}px
-- torch: `service.backends.TorchImageEncoder`; ONNX Runtime: `service.onnx_backend.OnnxImageEncoder`
+- torch: `service.engine.backends.TorchImageEncoder`; ONNX Runtime:
+  `service.engine.onnx_backend.OnnxImageEncoder`
   (CPU provider, the service's session options) on the file `models.onnx_export` writes (opset 18)
 - device: {device_description(torch.device("cpu"))}; 1-minute load average at start {load:.1f}
 - software: torch {torch.__version__}, onnxruntime {onnxruntime.__version__},

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from models.onnx_export import INPUT_NAME, OUTPUT_NAME
-from service.onnx_backend import session_options
+from service.engine.onnx_backend import session_options
 
 LEVER_BATCH = 8
 SERVICE = "service session"

@@ -44,7 +44,7 @@ from bench.text_truncation import TOLERANCE
 from models.backbone import Backbone, build_backbone
 from models.text import embed_tokens, encode_token_embeddings, tokenize
 from models.zeroshot import class_embedding_matrix
-from service.backends import resolve_precision
+from service.engine.backends import resolve_precision
 
 TEMPLATE = "a photo of a {}."  # the server's default template set ("photo") is this one template
 SYLLABLES = [c + v for c in "bdfgklmnprstvz" for v in "aeiou"]
@@ -93,7 +93,7 @@ class Latencies:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     formatter = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=formatter)
-    parser.add_argument("--arch", default="clipserve-demo-rn")
+    parser.add_argument("--arch", default="clipserve-demo-vit")
     parser.add_argument("--pretrained", default="models/demo/backbone.safetensors", help="or 'random'")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--labels", type=int, default=1000, help="new labels in the first request")

@@ -15,23 +15,23 @@ import torch
 
 from models.backbone import Backbone, build_backbone
 from models.zeroshot import resolve_templates
-from service.backends import (
+from service.catalog.registry import Registry
+from service.catalog.text_cache import TextCache
+from service.catalog.watcher import Watcher
+from service.engine.backends import (
     ImageEncoder,
     TorchImageEncoder,
     resolve_decode_device,
     resolve_device,
     resolve_precision,
 )
-from service.batcher import BatchConfig, Batcher
-from service.cuda_graphs import default_buckets, graphed_image_encoder
-from service.decode import DecodeLimits, Decoder, ImageDecoder, Pixels
-from service.device_decode import DeviceDecoder, tensor_decode_problem
+from service.engine.batcher import BatchConfig, Batcher
+from service.engine.cuda_graphs import default_buckets, graphed_image_encoder
+from service.engine.decode import DecodeLimits, Decoder, ImageDecoder, Pixels
+from service.engine.device_decode import DeviceDecoder, tensor_decode_problem
 from service.errors import NotReady
 from service.metrics import Metrics
-from service.registry import Registry
 from service.settings import ZEROSHOT_MODEL, Settings
-from service.text_cache import TextCache
-from service.watcher import Watcher
 
 log = logging.getLogger("clipserve")
 
@@ -149,7 +149,7 @@ def load_backbone(settings: Settings) -> Backbone:
 
 def build_image_encoder(settings: Settings, backbone: Backbone) -> ImageEncoder:
     if settings.backend == "onnx":
-        from service.onnx_backend import build_onnx_encoder
+        from service.engine.onnx_backend import build_onnx_encoder
 
         return build_onnx_encoder(settings, backbone)
     if settings.cuda_graphs and backbone.device.type == "cuda":

@@ -12,7 +12,7 @@ import torch
 
 from bench.onnx_cpu import DisagreementError, check_agreement, main
 from models.backbone import Backbone, build_backbone
-from service.backends import TorchImageEncoder
+from service.engine.backends import TorchImageEncoder
 
 FIGURE = r"([\d.]+)"
 # | batch | torch median (best) | onnx median (best) | speed-up× | best/best× |

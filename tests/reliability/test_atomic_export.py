@@ -17,7 +17,7 @@ import pytest
 import models.checkpoint
 from models.backbone import Backbone
 from models.checkpoint import load_checkpoint, save_checkpoint
-from service.watcher import Watcher
+from service.catalog.watcher import Watcher
 from tests.service.conftest import make_learner
 
 SAVES = 30

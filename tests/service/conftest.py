@@ -26,7 +26,7 @@ from models.backbone import Backbone
 from models.checkpoint import save_checkpoint
 from models.prompts import CoOp, CoOpConfig, PromptLearner
 from models.zeroshot import class_embedding_matrix
-from service.app import create_app
+from service.api.app import create_app
 from service.runtime import State
 from service.settings import Settings
 
@@ -127,7 +127,7 @@ def image_bytes(seed: int, size: tuple[int, int] = (48, 40), fmt: str = "PNG") -
 
 
 def offline_pixels(backbone: Backbone, data: bytes) -> torch.Tensor:
-    """[1, 3, S, S] through open_clip's own eval transform (independent of service.decode)."""
+    """[1, 3, S, S] through open_clip's own eval transform (independent of service.engine.decode)."""
     pre = backbone.preprocessing
     transform = image_transform(
         pre.image_size, is_train=False, mean=pre.mean, std=pre.std,

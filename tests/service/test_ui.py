@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from service.routes.ui import UI_DIR
+from service.api.routes.ui import UI_DIR
 from tests.service.conftest import (
     ADMIN_TOKEN,
     CLASSES,
@@ -57,7 +57,7 @@ def test_ui_page_is_served_with_its_assets_and_no_outside_urls() -> None:
     """Cheap checks without a browser: /ui redirects to /ui/, assets are package files."""
     from fastapi.testclient import TestClient
 
-    from service.app import create_app
+    from service.api.app import create_app
 
     with TestClient(create_app(server_settings(warmup=False))) as client:
         redirect = client.get("/ui", follow_redirects=False)

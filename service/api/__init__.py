@@ -1,0 +1,1 @@
+"""The HTTP side: the app, its routes, request parsing, admission and the one error shape."""

@@ -1,0 +1,128 @@
+"""Image bytes -> resized uint8 pixels (Pillow, CPU threads); normalisation happens on the device.
+
+Resizing (open_clip's eval resize + centre crop) and normalisation come from models/preprocess.py,
+which training and offline evaluation use too, so all of them see the same pixels. Limits are
+checked before any pixel data is decoded: a 100,000 x 100,000 PNG is refused from its header
+(decompression bomb). This is the CPU path and the fallback of the GPU path
+(service.engine.device_decode), which reads the same headers with `read_header` and hands Pillow
+every image nvJPEG cannot or should not decode.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+from PIL import Image, UnidentifiedImageError
+from torchvision.transforms.functional import pil_to_tensor
+
+from models.backbone import Preprocessing
+from models.preprocess import Normalise, resize_crop  # noqa: F401 (service.engine.batcher imports Normalise here)
+from service.errors import CorruptImage, TooLarge, UnsupportedMedia
+
+
+@dataclass(frozen=True)
+class DecodeLimits:
+    max_pixels: int
+    formats: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Pixels:
+    """The decoded images of one request on their way to a lane."""
+
+    data: torch.Tensor  # [n, 3, S, S] uint8, on the CPU (pinned when the service runs on CUDA) or the device
+    ready: torch.cuda.Event | None = None  # recorded on the decode stream once `data` is written (GPU path)
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+
+class ImageDecoder(Protocol):
+    """Pillow (`Decoder`) or nvJPEG with Pillow as fallback (service.engine.device_decode.DeviceDecoder)."""
+
+    async def decode(self, blobs: Sequence[bytes]) -> Pixels: ...
+
+    def close(self) -> None: ...
+
+
+def resize_transform(preprocessing: Preprocessing) -> Callable[[Image.Image], Image.Image]:
+    """open_clip's eval transform up to (not including) ToTensor + Normalize (models/preprocess.py)."""
+    return resize_crop(preprocessing)
+
+
+def read_header(data: bytes, index: int, limits: DecodeLimits) -> Image.Image:
+    """Parse the header only (no pixel data) and apply the format and size limits (415/413/400)."""
+    try:
+        image = Image.open(io.BytesIO(data))
+    except UnidentifiedImageError as error:
+        raise UnsupportedMedia(
+            f"image {index}: not an image in an accepted format ({', '.join(limits.formats)})"
+        ) from error
+    except Image.DecompressionBombError as error:
+        raise TooLarge(
+            f"image {index}: {error}; the limit is max_image_pixels={limits.max_pixels}"
+        ) from error
+    except Exception as error:  # malformed headers raise assorted types
+        raise CorruptImage(f"image {index}: unreadable image header ({error})") from error
+    if image.format not in limits.formats:
+        raise UnsupportedMedia(
+            f"image {index}: format {image.format} is not accepted (image_formats={','.join(limits.formats)})"
+        )
+    width, height = image.size
+    if width * height > limits.max_pixels:
+        raise TooLarge(
+            f"image {index}: {width}x{height} = {width * height} pixels exceeds "
+            f"max_image_pixels={limits.max_pixels}"
+        )
+    return image
+
+
+def decode_image(data: bytes, index: int, limits: DecodeLimits, resize: Callable) -> torch.Tensor:
+    """One encoded image -> [3, S, S] uint8; raises 415/413/400 errors naming image `index`."""
+    image = read_header(data, index, limits)
+    try:
+        rgb = image.convert("RGB")  # decodes the pixel data
+    except Exception as error:  # truncated or corrupt data: OSError, SyntaxError, ValueError ...
+        raise CorruptImage(f"image {index}: corrupt or truncated {image.format} data ({error})") from error
+    return pil_to_tensor(resize(rgb))  # [3, S, S] uint8
+
+
+class Decoder:
+    """Decodes the images of one request in parallel on a small thread pool.
+
+    With `pin_memory` (the service runs on CUDA) the images are stacked straight into page-locked
+    memory, so the lane's host-to-device copy is asynchronous (a copy from pageable memory is not).
+    """
+
+    def __init__(
+        self, preprocessing: Preprocessing, limits: DecodeLimits, threads: int, pin_memory: bool = False
+    ) -> None:
+        self.limits, self.pin_memory = limits, pin_memory
+        self.resize = resize_transform(preprocessing)
+        self.pool = ThreadPoolExecutor(threads, thread_name_prefix="decode")
+
+    async def decode(self, blobs: Sequence[bytes]) -> Pixels:
+        """N encoded images -> [N, 3, S, S] uint8 (CPU)."""
+        loop = asyncio.get_running_loop()
+        jobs = [
+            loop.run_in_executor(self.pool, decode_image, blob, i, self.limits, self.resize)
+            for i, blob in enumerate(blobs)
+        ]
+        results = await asyncio.gather(*jobs, return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+        images: list[torch.Tensor] = results  # type: ignore[assignment]
+        if not self.pin_memory:
+            return Pixels(torch.stack(images))
+        staging = torch.empty((len(images), *images[0].shape), dtype=torch.uint8, pin_memory=True)
+        return Pixels(torch.stack(images, out=staging))
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=False, cancel_futures=True)

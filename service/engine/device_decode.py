@@ -1,0 +1,172 @@
+"""The GPU decode path: a request's JPEGs decoded in one nvJPEG batch, resized on the device.
+
+Per request (decode_device=cuda):
+1. headers, on the CPU pool: `read_header` applies the same format and size limits as the Pillow
+   path, before any pixel data is decoded. If any image is refused, the whole request goes to the
+   Pillow decoder, which raises exactly the error it always has.
+2. routing: baseline RGB or greyscale JPEGs that end in an EOI marker go to nvJPEG; everything else
+   (PNG, WebP, GIF, BMP, CMYK and progressive JPEGs, JPEGs cut short) is decoded by Pillow on the
+   CPU pool. A truncated JPEG must stay a 400, and nvJPEG may decode one without complaint.
+3. on the device thread, on the decode stream: torchvision.io.decode_jpeg(list, device=cuda) (one
+   nvJPEG batch), open_clip's resize + centre crop as tensor ops (images of one size resized as one
+   batch), the Pillow rows copied up from pinned memory, all stacked in request order; then an
+   event is recorded. The lane's stream waits on that event, so the host never waits for decoding.
+   If nvJPEG raises (data it cannot read), the request is decoded by Pillow instead, which either
+   succeeds or raises the 400 it always has.
+
+Decoding per request rather than per lane batch keeps a request's errors in its own coroutine,
+before it queues, and the nvJPEG batch is the request (32 images in the target workload, the
+encoder batch size). Decode and encode overlap across requests: request k+1 decodes on the decode
+stream while batch k encodes on the lane's stream.
+
+The same code runs with device=cpu (torchvision's libjpeg-turbo decoder): that is how the tests
+and the CPU bench exercise it without a GPU.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+import torch
+from PIL import Image
+from torchvision.io import ImageReadMode, decode_jpeg
+
+from service.engine.decode import DecodeLimits, Decoder, Pixels, decode_image, read_header
+from service.engine.device_io import on_stream
+from service.errors import ServiceError
+
+log = logging.getLogger("clipserve")
+JPEG_EOI = b"\xff\xd9"
+TENSOR_MODES = ("RGB", "L")  # JPEG colour modes the tensor decoder turns into RGB exactly like Pillow
+
+
+def ends_complete(data: bytes) -> bool:
+    """A JPEG whose last marker is EOI (trailing NUL padding allowed): not cut short."""
+    return data.rstrip(b"\x00").endswith(JPEG_EOI)
+
+
+def tensor_decodable(image: Image.Image, data: bytes) -> bool:
+    """Whether nvJPEG (or libjpeg-turbo via torchvision) should decode this image."""
+    progressive = bool(image.info.get("progressive") or image.info.get("progression"))
+    return image.format == "JPEG" and image.mode in TENSOR_MODES and not progressive and ends_complete(data)
+
+
+def plan_routes(blobs: Sequence[bytes], limits: DecodeLimits) -> list[bool] | None:
+    """Per image: True = tensor decoder, False = Pillow; None when any header is refused."""
+    routes = []
+    for index, data in enumerate(blobs):
+        try:
+            image = read_header(data, index, limits)
+        except ServiceError:
+            return None
+        routes.append(tensor_decodable(image, data))
+    return routes
+
+
+def decode_jpegs(blobs: Sequence[bytes], device: torch.device) -> list[torch.Tensor]:
+    """JPEG bytes -> per image [3, H, W] uint8 on `device`; on CUDA one nvJPEG batch."""
+    # bytearray: torch.frombuffer wants a writable buffer; the copy is small next to the pixels
+    encoded = [torch.frombuffer(bytearray(data), dtype=torch.uint8) for data in blobs]
+    return decode_jpeg(encoded, mode=ImageReadMode.RGB, device=device)
+
+
+def probe_jpeg() -> bytes:
+    """A small baseline JPEG (a grey ramp), made in memory for the start-up probe."""
+    buffer = io.BytesIO()
+    Image.linear_gradient("L").resize((64, 48)).convert("RGB").save(buffer, format="JPEG")
+    return buffer.getvalue()
+
+
+def tensor_decode_problem(device: torch.device) -> str | None:
+    """Decode the probe JPEG on `device` (start-up: also creates nvJPEG's handle and buffers);
+    None if that works, else why not (e.g. a torchvision built without nvJPEG)."""
+    try:
+        with torch.no_grad():
+            (image,) = decode_jpegs([probe_jpeg()], device)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+    except RuntimeError as error:
+        return str(error)
+    return None if image.shape == (3, 48, 64) else f"the probe JPEG decoded to shape {tuple(image.shape)}"
+
+
+def resize_tensors(images: Sequence[torch.Tensor], resize: Callable) -> list[torch.Tensor]:
+    """Per image [3, H, W] uint8 -> [3, S, S] uint8 through open_clip's eval resize + crop, applied
+    as tensor ops (bicubic with antialiasing); images of the same size go through as one batch."""
+    by_size: dict[tuple[int, ...], list[int]] = defaultdict(list)
+    for i, image in enumerate(images):
+        by_size[tuple(image.shape)].append(i)
+    resized: list[torch.Tensor | None] = [None] * len(images)
+    for members in by_size.values():
+        batch = resize(torch.stack([images[i] for i in members]))  # [g, 3, H, W] -> [g, 3, S, S]
+        for i, row in zip(members, batch.unbind(), strict=True):
+            resized[i] = row
+    return resized  # type: ignore[return-value]
+
+
+class DeviceDecoder:
+    """Decodes a request's JPEGs as tensors on `device` (nvJPEG on CUDA); Pillow for the rest."""
+
+    def __init__(self, pillow: Decoder, device: torch.device) -> None:
+        self.pillow, self.device, self.limits = pillow, device, pillow.limits
+        self.resize = pillow.resize  # the same open_clip transform; torchvision's ops take tensors too
+        # One thread: torchvision serialises nvJPEG behind a global lock anyway, and one thread keeps
+        # the decode stream's work in request order.
+        self.thread = ThreadPoolExecutor(1, thread_name_prefix="decode-device")
+        self.stream = torch.cuda.Stream(device) if device.type == "cuda" else None
+
+    async def decode(self, blobs: Sequence[bytes]) -> Pixels:
+        """N encoded images -> [N, 3, S, S] uint8 on the device (Pixels.ready: the decode event)."""
+        loop = asyncio.get_running_loop()
+        routes = await loop.run_in_executor(self.pillow.pool, plan_routes, blobs, self.limits)
+        if routes is None or not any(routes):  # a refused header, or nothing for the tensor decoder
+            return await self.pillow.decode(blobs)
+        on_host = [
+            loop.run_in_executor(self.pillow.pool, decode_image, blob, i, self.limits, self.pillow.resize)
+            for i, blob in enumerate(blobs)
+            if not routes[i]
+        ]
+        decoded = await asyncio.gather(*on_host, return_exceptions=True)
+        host_rows = [row for row in decoded if isinstance(row, torch.Tensor)]
+        if len(host_rows) < len(decoded):
+            return await self.pillow.decode(blobs)  # raises the error the Pillow path always has
+        try:
+            decode = self._decode_on_device
+            return await loop.run_in_executor(self.thread, decode, blobs, routes, host_rows)
+        except RuntimeError as error:  # nvJPEG refused some data: Pillow decides (image or 400)
+            log.info("tensor JPEG decode failed (%s); decoding the request with Pillow", error)
+            return await self.pillow.decode(blobs)
+
+    def _decode_on_device(
+        self, blobs: Sequence[bytes], routes: list[bool], host_rows: list[torch.Tensor]
+    ) -> Pixels:
+        jpeg_index = [i for i, tensor in enumerate(routes) if tensor]
+        with torch.no_grad(), on_stream(self.stream):
+            decoded = decode_jpegs([blobs[i] for i in jpeg_index], self.device)  # [3, H_i, W_i] each
+            rows = dict(zip(jpeg_index, resize_tensors(decoded, self.resize), strict=True))
+            if host_rows:
+                uploaded = self._upload(host_rows)  # [h, 3, S, S]
+                host_index = [i for i, tensor in enumerate(routes) if not tensor]
+                rows.update(zip(host_index, uploaded.unbind(), strict=True))
+            data = torch.stack([rows[i] for i in range(len(blobs))])  # [N, 3, S, S] uint8
+            ready = None
+            if self.stream is not None:
+                ready = torch.cuda.Event()
+                ready.record(self.stream)
+        return Pixels(data, ready)
+
+    def _upload(self, host_rows: list[torch.Tensor]) -> torch.Tensor:
+        """[3, S, S] uint8 rows on the host -> [h, 3, S, S] on the device, via pinned memory."""
+        stacked = torch.stack(host_rows)
+        if self.device.type == "cuda":
+            stacked = stacked.pin_memory()
+        return stacked.to(self.device, non_blocking=True)
+
+    def close(self) -> None:
+        self.thread.shutdown(wait=False, cancel_futures=True)
+        self.pillow.close()
