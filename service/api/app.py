@@ -16,15 +16,16 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.api.admission import ADMITTED_PATH, Admission
-from service.api.routes import admin, classify, health, models, ui
+from service.api.admission import ADMITTED_PATHS, Admission
+from service.api.error_shape import error_body
+from service.api.routes import admin, classify, embeddings, health, hf, models, open_inference, ui
 from service.errors import ServiceError
 from service.metrics import Metrics
 from service.runtime import State
 from service.settings import Settings
 
 log = logging.getLogger("clipserve")
-UNMETERED = {"/health/live", "/health/ready", "/metrics"}
+UNMETERED = {"/health/live", "/health/ready", "/metrics", "/v2/health/live", "/v2/health/ready"}
 REJECTION_REASONS = {
     400: "bad_input",
     404: "not_found",
@@ -52,19 +53,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.clipserve = state
-    for router in (classify.router, models.router, admin.router, health.router, ui.router):
-        app.include_router(router)
+    routers = (classify, hf, embeddings, open_inference, models, admin, health, ui)
+    for module in routers:
+        app.include_router(module.router)
     install_error_handlers(app, state.metrics)
-    classify_route = next(r for r in classify.router.routes if getattr(r, "path", None) == ADMITTED_PATH)
-    app.add_middleware(Admission, state=state, route=classify_route)
+    admitted = [r for r in app.router.routes if getattr(r, "path", None) in ADMITTED_PATHS]
+    app.add_middleware(Admission, state=state, routes=admitted)
     app.add_middleware(RequestMetrics, metrics=state.metrics)  # outermost: it sees refusals too
     return app
 
 
 def error_response(
-    status: int, kind: str, message: str, headers: dict[str, str] | None = None
+    request: Request, status: int, kind: str, message: str, headers: dict[str, str] | None = None
 ) -> JSONResponse:
-    body = {"error": {"code": status, "type": kind, "message": message}}
+    body = error_body(request.url.path, status, kind, message)  # the protocol's shape (/v2 differs)
     return JSONResponse(body, status_code=status, headers=headers)
 
 
@@ -76,22 +78,25 @@ def install_error_handlers(app: FastAPI, metrics: Metrics) -> None:
     @app.exception_handler(ServiceError)
     async def service_error(request: Request, error: ServiceError) -> JSONResponse:
         count(error.status)
-        return error_response(error.status, error.type, error.message, error.headers)
+        return error_response(request, error.status, error.type, error.message, error.headers)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, error: RequestValidationError) -> JSONResponse:
         problems = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors()[:5]]
         count(422)
-        return error_response(422, "invalid", "; ".join(problems))
+        return error_response(request, 422, "invalid", "; ".join(problems))
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, error: HTTPException) -> JSONResponse:
-        return error_response(error.status_code, "http", str(error.detail), dict(error.headers or {}))
+        return error_response(
+            request, error.status_code, "http", str(error.detail), dict(error.headers or {})
+        )
 
     @app.exception_handler(Exception)
     async def internal_error(request: Request, error: Exception) -> JSONResponse:
         log.exception("internal error on %s", request.url.path)
-        return error_response(500, "internal", f"internal error ({type(error).__name__}); see the server log")
+        message = f"internal error ({type(error).__name__}); see the server log"
+        return error_response(request, 500, "internal", message)
 
 
 class RequestMetrics:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from fastapi import APIRouter
@@ -11,9 +10,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from service.api.classify import classify
+from service.api.deadline import deadline
 from service.api.parse import ClassifyJSON, parse_classify
 from service.api.routes.deps import RuntimeDep
-from service.errors import DeadlineExceeded
 
 router = APIRouter()
 
@@ -74,10 +73,6 @@ REQUEST_BODY: dict[str, Any] = {
 )
 async def classify_route(request: Request, runtime: RuntimeDep) -> JSONResponse:
     # admitted by service.api.admission (max_inflight_requests); the deadline covers reading the body too
-    timeout = runtime.settings.request_timeout_s
-    try:
-        async with asyncio.timeout(timeout):
-            parsed = await parse_classify(request, runtime.settings)
-            return JSONResponse(await classify(runtime, parsed))
-    except TimeoutError as error:
-        raise DeadlineExceeded(f"no answer within request_timeout_s={timeout}") from error
+    async with deadline(runtime.settings):
+        parsed = await parse_classify(request, runtime.settings)
+        return JSONResponse(await classify(runtime, parsed))

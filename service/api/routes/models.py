@@ -1,4 +1,6 @@
-"""GET /v1/models: loaded models, their active versions, aliases, and the effective settings."""
+"""GET /v1/models: loaded models, their active versions, aliases, and the effective settings;
+GET /v1/models/{id}: one model. Items carry OpenAI's model fields (id, object, created, owned_by)
+beside clipserve's, so `openai` clients can list and retrieve them."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ from fastapi import APIRouter
 from service.api.routes.deps import RuntimeDep
 
 router = APIRouter()
+OWNER = "clipserve"
 
 REPORTED = (
     "max_batch_size",
@@ -29,10 +32,18 @@ REPORTED = (
 )
 
 
+def openai_item(item: dict[str, Any]) -> dict[str, Any]:
+    """A version's description as an OpenAI model object: `id` is the model name, `created` the
+    Unix time its active version was loaded."""
+    return {"id": item["name"], "object": "model", "created": item["created"], "owned_by": OWNER, **item}
+
+
 @router.get("/v1/models", summary="Loaded models and versions")
 async def list_models(runtime: RuntimeDep) -> dict[str, Any]:
     backbone = runtime.backbone
     listing = runtime.registry.describe()
+    listing["data"] = [openai_item(item) for item in listing["data"]]
+    listing = {"object": "list", **listing}
     listing["refused_files"] = dict(runtime.watcher.errors) if runtime.watcher is not None else {}
     listing["backbone"] = {
         **backbone.identity.to_dict(),
@@ -42,3 +53,8 @@ async def list_models(runtime: RuntimeDep) -> dict[str, Any]:
     }
     listing["settings"] = {key: getattr(runtime.settings, key) for key in REPORTED}
     return listing
+
+
+@router.get("/v1/models/{model_id}", summary="One loaded model (a name or an alias)")
+async def retrieve_model(model_id: str, runtime: RuntimeDep) -> dict[str, Any]:
+    return openai_item(runtime.registry.resolve(model_id).describe())  # 404 names the loaded models
