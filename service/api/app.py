@@ -57,7 +57,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for module in routers:
         app.include_router(module.router)
     install_error_handlers(app, state.metrics)
-    admitted = [r for r in app.router.routes if getattr(r, "path", None) in ADMITTED_PATHS]
+    # from the routers themselves: this FastAPI includes them lazily, so app.router.routes holds
+    # wrappers, not the routes (no prefixes are used, so their patterns match the request path)
+    routes = [route for module in routers for route in module.router.routes]
+    admitted = [route for route in routes if getattr(route, "path", None) in ADMITTED_PATHS]
+    assert len(admitted) == len(ADMITTED_PATHS), "an admitted path has no route"
     app.add_middleware(Admission, state=state, routes=admitted)
     app.add_middleware(RequestMetrics, metrics=state.metrics)  # outermost: it sees refusals too
     return app
