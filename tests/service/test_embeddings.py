@@ -23,10 +23,12 @@ from models.text import encode_texts
 from models.zeroshot import class_embedding_matrix
 from tests.service.conftest import (
     ServerThread,
+    assert_matches,
     image_bytes,
     make_learner,
     multipart,
     offline_pixels,
+    offline_scores,
     running,
     server_settings,
     write_checkpoint,
@@ -131,22 +133,32 @@ def test_image_times_text_is_the_classify_cosine(server: ServerThread, client: o
 
 
 def test_image_embeddings_share_batches_with_classification(tmp_path: Any, tiny_backbone: Backbone) -> None:
-    blob = image_bytes(34)
+    """Two embedding jobs and two classification jobs in ONE encoder pass, each with its own answer."""
+    blobs = [image_bytes(34), image_bytes(35), image_bytes(36), image_bytes(37)]
     settings = server_settings(tmp_path, max_batch_size=4, max_wait_ms=2000)
 
     async def fire(url: str) -> list[httpx.Response]:
         async with httpx.AsyncClient(base_url=url, timeout=30) as http:
-            embed = {"model": "zeroshot", "modality": "image", "input": [base64.b64encode(blob).decode()]}
-            requests = [http.post("/v1/embeddings", json=embed) for _ in range(2)]
-            requests += [http.post("/classify", **multipart([blob], ["cat", "dog"])) for _ in range(2)]
+            requests = [
+                http.post(
+                    "/v1/embeddings",
+                    json={"model": "zeroshot", "modality": "image", "input": [base64.b64encode(b).decode()]},
+                )
+                for b in blobs[:2]
+            ]
+            requests += [http.post("/classify", **multipart([b], ["cat", "dog"])) for b in blobs[2:]]
             return list(await asyncio.gather(*requests))
 
     with running(settings) as server:
         before = batch_histogram(server.url).get("shared", {}).get("count", 0)
         answers = asyncio.run(fire(server.url))
         after = batch_histogram(server.url)["shared"]
-    assert [a.status_code for a in answers] == [200] * 4
     assert after["count"] - before == 1 and after["le=4.0"] - after["le=2.0"] == 1  # one pass of 4
+    for blob, answer in zip(blobs[:2], answers[:2], strict=True):
+        expected = tiny_backbone.encode_images(offline_pixels(tiny_backbone, blob))[0].numpy()
+        np.testing.assert_allclose(answer.json()["data"][0]["embedding"], expected, atol=1e-5)
+    for blob, answer in zip(blobs[2:], answers[2:], strict=True):
+        assert_matches(answer.json()["results"][0], offline_scores(tiny_backbone, None, blob, ["cat", "dog"]))
 
 
 def test_refusals(server: ServerThread, client: openai.OpenAI) -> None:
