@@ -22,6 +22,7 @@ from service.api.protocols.embeddings import (
 )
 from service.api.routes.classify import ModelRef
 from service.api.routes.deps import RuntimeDep
+from service.api.routes.error_docs import INFERENCE, error_responses
 from service.errors import UnsupportedMedia
 
 router = APIRouter(tags=["OpenAI"])
@@ -58,6 +59,7 @@ REQUEST_BODY: dict[str, Any] = {
     "/v1/embeddings",
     response_model=EmbeddingsResponse,
     openapi_extra=REQUEST_BODY,
+    responses=error_responses(INFERENCE),
     summary="Embeddings of texts or images (OpenAI's shape)",
     description="L2-normalised vectors. Texts go through the model's prompt (`prompt`: `model`, "
     'the default) or the plain text tower (`none`); `"modality": "image"` takes images as base64 '

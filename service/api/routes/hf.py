@@ -15,6 +15,7 @@ from service.api.classify import score
 from service.api.deadline import deadline
 from service.api.protocols.hf import HFAnswerItem, HFRequest, hf_answer, parse_hf
 from service.api.routes.deps import RuntimeDep
+from service.api.routes.error_docs import INFERENCE, error_responses
 from service.runtime import Runtime
 
 router = APIRouter(tags=["Hugging Face"])
@@ -42,6 +43,7 @@ DESCRIPTION = (
     "/",
     response_model=list[HFAnswerItem],
     openapi_extra=REQUEST_BODY,
+    responses=error_responses(INFERENCE),
     summary="Hugging Face zero-shot image classification with the default model",
     description=DESCRIPTION,
 )
@@ -53,6 +55,7 @@ async def hf_default_model(request: Request, runtime: RuntimeDep) -> JSONRespons
     "/models/{name}",
     response_model=list[HFAnswerItem],
     openapi_extra=REQUEST_BODY,
+    responses=error_responses(INFERENCE),
     summary="Hugging Face zero-shot image classification with a named model",
     description=DESCRIPTION,
 )

@@ -9,6 +9,7 @@ from typing import Any
 from fastapi import APIRouter
 
 from service.api.routes.deps import RuntimeDep
+from service.api.routes.error_docs import LOOKUP, error_responses
 
 router = APIRouter()
 OWNER = "clipserve"
@@ -55,6 +56,10 @@ async def list_models(runtime: RuntimeDep) -> dict[str, Any]:
     return listing
 
 
-@router.get("/v1/models/{model_id}", summary="One loaded model (a name or an alias)")
+@router.get(
+    "/v1/models/{model_id}",
+    summary="One loaded model (a name or an alias)",
+    responses=error_responses(LOOKUP),
+)
 async def retrieve_model(model_id: str, runtime: RuntimeDep) -> dict[str, Any]:
     return openai_item(runtime.registry.resolve(model_id).describe())  # 404 names the loaded models

@@ -18,11 +18,17 @@ from service.api.parse import ClassifyInput, read_body
 from service.api.protocols.open_inference import InferRequest, parse_infer
 from service.api.protocols.open_inference_answer import EXTENSIONS, infer_answer, model_metadata
 from service.api.routes.deps import RuntimeDep, StateDep
+from service.api.routes.error_docs import INFERENCE, LOOKUP, OpenInferenceErrorBody, error_responses
 from service.catalog.versions import Version
 from service.errors import NotFound
 from service.runtime import Runtime
 
 router = APIRouter(tags=["Open Inference Protocol v2"])
+LOOKUP_ERRORS = error_responses(LOOKUP, OpenInferenceErrorBody)
+INFER_ERRORS = error_responses(INFERENCE, OpenInferenceErrorBody)
+NOT_READY_ANSWER: dict[int | str, dict[str, Any]] = {
+    400: {"model": OpenInferenceErrorBody, "description": "not ready (the protocol's false)"}
+}
 NOT_READY = 400  # the protocol: "a 4xx status code indicates false"
 
 
@@ -43,7 +49,11 @@ async def server_live() -> Response:
     return Response(status_code=200)
 
 
-@router.get("/v2/health/ready", summary="Server ready (200), or 400 while loading or draining")
+@router.get(
+    "/v2/health/ready",
+    summary="Server ready (200), or 400 while loading or draining",
+    responses=NOT_READY_ANSWER,
+)
 async def server_ready(state: StateDep) -> Response:
     if state.ready:
         return Response(status_code=200)
@@ -59,22 +69,32 @@ def active_version(runtime: Runtime, name: str, number: str | None) -> Version:
     return active
 
 
-@router.get("/v2/models/{name}", summary="Model metadata")
+@router.get("/v2/models/{name}", summary="Model metadata", responses=LOOKUP_ERRORS)
 async def metadata(name: str, runtime: RuntimeDep) -> dict[str, Any]:
     return model_metadata(active_version(runtime, name, None).ref())
 
 
-@router.get("/v2/models/{name}/versions/{version}", summary="Model metadata of a version")
+@router.get(
+    "/v2/models/{name}/versions/{version}", summary="Model metadata of a version", responses=LOOKUP_ERRORS
+)
 async def version_metadata(name: str, version: str, runtime: RuntimeDep) -> dict[str, Any]:
     return model_metadata(active_version(runtime, name, version).ref())
 
 
-@router.get("/v2/models/{name}/ready", summary="Model ready (200), 400 not ready, 404 unknown")
+@router.get(
+    "/v2/models/{name}/ready",
+    summary="Model ready (200), 400 not ready, 404 unknown",
+    responses={**NOT_READY_ANSWER, **error_responses((404,), OpenInferenceErrorBody)},
+)
 async def model_ready(name: str, state: StateDep) -> Response:
     return ready_answer(state.runtime if state.ready else None, name, None)
 
 
-@router.get("/v2/models/{name}/versions/{version}/ready", summary="Model version ready")
+@router.get(
+    "/v2/models/{name}/versions/{version}/ready",
+    summary="Model version ready",
+    responses={**NOT_READY_ANSWER, **error_responses((404,), OpenInferenceErrorBody)},
+)
 async def version_ready(name: str, version: str, state: StateDep) -> Response:
     return ready_answer(state.runtime if state.ready else None, name, version)
 
@@ -101,13 +121,16 @@ INFER_BODY: dict[str, Any] = {
 }
 
 
-@router.post("/v2/models/{name}/infer", summary="Inference", openapi_extra=INFER_BODY)
+@router.post("/v2/models/{name}/infer", summary="Inference", openapi_extra=INFER_BODY, responses=INFER_ERRORS)
 async def infer(name: str, request: Request, runtime: RuntimeDep) -> Response:
     return await run_infer(request, runtime, name, None)
 
 
 @router.post(
-    "/v2/models/{name}/versions/{version}/infer", summary="Inference on a version", openapi_extra=INFER_BODY
+    "/v2/models/{name}/versions/{version}/infer",
+    summary="Inference on a version",
+    openapi_extra=INFER_BODY,
+    responses=INFER_ERRORS,
 )
 async def infer_version(name: str, version: str, request: Request, runtime: RuntimeDep) -> Response:
     return await run_infer(request, runtime, name, version)
