@@ -155,7 +155,9 @@ def test_protocol_error_shape_and_health_over_plain_http(server: ServerThread) -
     assert live.status_code == 200 and live.content == b""
 
 
-def test_unknown_parameters_and_extensions_are_refused(server: ServerThread) -> None:
+def test_templates_parameter_applies_and_unknown_parameters_are_refused(
+    server: ServerThread, tiny_backbone: Backbone
+) -> None:
     data = base64.b64encode(IMAGES[0]).decode()
     images = {"name": "images", "shape": [1], "datatype": "BYTES", "data": [data]}
     labels = {"name": "labels", "shape": [2], "datatype": "BYTES", "data": ["cat", "dog"]}
@@ -176,4 +178,7 @@ def test_unknown_parameters_and_extensions_are_refused(server: ServerThread) -> 
         response = httpx.post(server.url + "/v2/models/zeroshot/infer", json=body)
         assert response.status_code == 422 and words in response.json()["error"], (body, response.text)
     templated = {"inputs": [images, labels], "parameters": {"templates": "a sketch of a {}."}}
-    assert httpx.post(server.url + "/v2/models/zeroshot/infer", json=templated).status_code == 200
+    answer = httpx.post(server.url + "/v2/models/zeroshot/infer", json=templated).json()
+    expected = offline_scores(tiny_backbone, None, IMAGES[0], ["cat", "dog"], ("a sketch of a {}.",))
+    scores = next(o for o in answer["outputs"] if o["name"] == "scores")["data"]
+    np.testing.assert_allclose(scores, [expected["cat"][0], expected["dog"][0]], atol=1e-5)

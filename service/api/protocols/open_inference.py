@@ -116,6 +116,8 @@ def read_inputs(
         if size is None:
             tensors[tensor.name] = [(item, False) for item in json_elements(tensor, count)]
             continue
+        if tensor.data is not None:
+            raise Invalid(f"input {tensor.name!r} has both data and binary_data_size; give one")
         if not isinstance(size, int) or isinstance(size, bool) or size < 0 or offset + size > len(binary):
             raise BadInput(
                 f"input {tensor.name!r}: binary_data_size {size!r} does not fit the "

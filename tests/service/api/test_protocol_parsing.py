@@ -136,6 +136,7 @@ def test_infer_refusals_name_the_problem() -> None:
             "does not fit",
         ),
         (infer_error([{**image, "data": ["http://example.com/a.png"]}]), BadInput, "not fetched"),
+        (infer_error([{**image, "parameters": {"binary_data_size": 2}}], tail=b"ab"), Invalid, "both data"),
     ]
     for error, kind, words in cases:
         assert isinstance(error, kind) and words in error.message, (error, kind, words)
