@@ -14,16 +14,21 @@ import signal
 import sys
 import time
 from types import FrameType
+from typing import TYPE_CHECKING
 
 import uvicorn
 from pydantic import ValidationError
 
-from service.api.app import create_app
-from service.runtime import State
-from service.settings import Settings
+from service.logs import configure_logging
+from service.preflight import weights_problem
+from service.settings import SECRET_FIELDS, Settings
 
+if TYPE_CHECKING:
+    from service.runtime import State
+
+# The app (torch, open_clip) is imported only when `serve` runs, after the settings and the
+# weights preflight: `clipserve serve --help` and a start-up that cannot succeed stay quick.
 log = logging.getLogger("clipserve")
-SECRET_FIELDS = {"admin_token"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -48,15 +53,21 @@ def run(args: argparse.Namespace) -> int:
     except ValidationError as error:
         print(f"clipserve serve: invalid settings\n{error}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(args.log_level, settings.log_format)
+    problem = weights_problem(settings)
+    if problem is not None:
+        print(f"clipserve serve: error: {problem}", file=sys.stderr)
+        return 2
+    from service.api.app import create_app
+
     app = create_app(settings)
     config = uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
         log_level=args.log_level,
+        log_config=None,  # service.logs configured the handlers (text or JSON)
+        access_log=False,  # replaced by clipserve.access, which carries the request id
         timeout_graceful_shutdown=int(settings.drain_timeout_s),
     )
     server = DrainingServer(config, app.state.clipserve)

@@ -3,24 +3,32 @@ background (so /health/live answers at once and /health/ready turns 200 once mod
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from service.api.access import RequestContext
 from service.api.admission import ADMITTED_PATHS, Admission
+from service.api.auth import RequireKeys
 from service.api.error_shape import error_body
-from service.api.routes import admin, classify, embeddings, health, hf, models, open_inference, ui
+from service.api.openapi import install_openapi
+from service.api.routes import admin, classify, docs, embeddings, health, hf, models, open_inference, ui
 from service.errors import ServiceError
 from service.metrics import Metrics
+from service.process_stats import ProcessStats
 from service.runtime import State
 from service.settings import Settings
 
@@ -41,30 +49,69 @@ REJECTION_REASONS = {
 def create_app(settings: Settings | None = None) -> FastAPI:
     state = State(settings if settings is not None else Settings())
 
+    process_stats = ProcessStats(state.metrics)
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         state.start()
+        sampler = asyncio.get_running_loop().create_task(
+            process_stats.run(state.settings.process_metrics_interval_s)
+        )
         yield
+        sampler.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sampler
         await state.stop()
 
     app = FastAPI(
         title="clipserve",
         summary="Classify images with adapted CLIP models; hot-swap prompt checkpoints.",
         lifespan=lifespan,
+        docs_url=None,  # service.api.routes.docs serves /docs and /redoc without a CDN
+        redoc_url=None,
     )
     app.state.clipserve = state
-    routers = (classify, hf, embeddings, open_inference, models, admin, health, ui)
-    for module in routers:
-        app.include_router(module.router)
+    app.state.process_stats = process_stats
+    routers = (
+        classify.router,
+        hf.router,
+        embeddings.router,
+        open_inference.router,
+        models.router,
+        admin.router,
+        health.router,
+        ui.root_router,
+        ui.router,
+        docs.router,
+    )
+    for router in routers:
+        app.include_router(router)
     install_error_handlers(app, state.metrics)
-    # from the routers themselves: this FastAPI includes them lazily, so app.router.routes holds
-    # wrappers, not the routes (no prefixes are used, so their patterns match the request path)
-    routes = [route for module in routers for route in module.router.routes]
-    admitted = [route for route in routes if getattr(route, "path", None) in ADMITTED_PATHS]
-    assert len(admitted) == len(ADMITTED_PATHS), "an admitted path has no route"
-    app.add_middleware(Admission, state=state, routes=admitted)
-    app.add_middleware(RequestMetrics, metrics=state.metrics)  # outermost: it sees refusals too
+    install_openapi(app, state.settings)
+    install_middleware(app, state, routers)
     return app
+
+
+def install_middleware(app: FastAPI, state: State, routers: Sequence[APIRouter]) -> None:
+    """Outermost first: request id and access log, request metrics (they see every refusal), CORS
+    (preflights answered before any key check), API keys, admission (before the body is read)."""
+    # From the routers themselves: this FastAPI includes them lazily, so app.router.routes holds
+    # wrappers, not the routes (no prefixes are used, so their patterns match the request path).
+    routes = [route for router in routers for route in router.routes if isinstance(route, APIRoute)]
+    admitted = [route for route in routes if route.path in ADMITTED_PATHS and "POST" in route.methods]
+    assert {route.path for route in admitted} == ADMITTED_PATHS, "an admitted path has no POST route"
+    app.add_middleware(Admission, state=state, routes=admitted)
+    app.add_middleware(RequireKeys, settings=state.settings)
+    if state.settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=state.settings.cors_origins,
+            allow_methods=["GET", "POST", "PUT", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "X-API-Key", "X-Request-ID"],
+            expose_headers=["X-Request-ID", "Server-Timing", "Retry-After"],
+        )
+    app.add_middleware(RequestMetrics, metrics=state.metrics)
+    app.add_middleware(RequestContext)
 
 
 def error_response(
@@ -92,9 +139,8 @@ def install_error_handlers(app: FastAPI, metrics: Metrics) -> None:
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, error: HTTPException) -> JSONResponse:
-        return error_response(
-            request, error.status_code, "http", str(error.detail), dict(error.headers or {})
-        )
+        headers = dict(error.headers or {})
+        return error_response(request, error.status_code, "http", str(error.detail), headers)
 
     @app.exception_handler(Exception)
     async def internal_error(request: Request, error: Exception) -> JSONResponse:

@@ -42,7 +42,7 @@ def hf_cases() -> dict[str, Case]:
         "hf: bomb header": (hf(b64(png_claiming(100_000, 100_000))), 413, "max_image_pixels"),
         "hf: text as image": (hf(b64(b"hello")), 415, "not an image"),
         "hf: invalid base64": (hf("not base64!!"), 400, "base64"),
-        "hf: url input": (hf("http://127.0.0.1:9/x.png"), 400, "not fetched"),
+        "hf: url while urls are off input": (hf("http://127.0.0.1:9/x.png"), 403, "image URLs are off"),
         "hf: inputs a list": (hf([b64(png)]), 422, "inputs"),
         "hf: 5000 labels": (hf(b64(png), candidate_labels=[f"c{i}" for i in range(5000)]), 422, "max_labels"),
         "hf: duplicate labels": (hf(b64(png), candidate_labels=["a", "a"]), 422, "unique"),
@@ -100,7 +100,11 @@ def embedding_cases() -> dict[str, Case]:
         "embeddings: unknown modality": (embed("cat", modality="audio"), 422, "modality"),
         "embeddings: unknown field": (embed("cat", input_type="query"), 422, "input_type"),
         "embeddings: invalid base64 image": (embed(["not base64!!"], modality="image"), 400, "base64"),
-        "embeddings: url image": (embed(["https://127.0.0.1:9/x.png"], modality="image"), 400, "not fetched"),
+        "embeddings: url while urls are off image": (
+            embed(["https://127.0.0.1:9/x.png"], modality="image"),
+            403,
+            "image URLs are off",
+        ),
         "embeddings: bomb image": (
             embed([b64(png_claiming(100_000, 100_000))], modality="image"),
             413,
@@ -228,6 +232,11 @@ def infer_cases() -> dict[str, Case]:
             binary_infer([("images", serialised([b"text"]), 1), ("labels", serialised([b"cat"]), 1)]),
             415,
             "not an image",
+        ),
+        "v2: url while urls are off": (
+            infer([tensor("images", ["http://127.0.0.1:9/x.png"]), labels]),
+            403,
+            "image URLs are off",
         ),
         "v2: unknown model": (infer([images, labels], "/v2/models/nope/infer"), 404, "unknown model"),
         "v2: version not served": (

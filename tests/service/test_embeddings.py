@@ -178,7 +178,7 @@ def test_refusals(server: ServerThread, client: openai.OpenAI) -> None:
         server.url + "/v1/embeddings",
         json={"model": "pets", "input": ["http://x/a.png"], "modality": "image"},
     )
-    assert url.status_code == 400 and "not fetched" in url.json()["error"]["message"]
+    assert url.status_code == 403 and "image URLs are off" in url.json()["error"]["message"]
     cohere = httpx.post(
         server.url + "/v1/embeddings", json={"model": "pets", "input": "x", "input_type": "image"}
     )

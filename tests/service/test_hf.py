@@ -102,13 +102,14 @@ def test_refusals_reach_the_client_with_their_message(server: ServerThread) -> N
 
 
 def test_json_shapes_over_plain_http(server: ServerThread) -> None:
-    """Comma-separated labels, a data: URI, and what the client never sends: a URL, no labels."""
+    """Comma-separated labels, a data: URI, and what the client never sends: a URL (off by default), no
+    labels."""
     blob = image_bytes(16)
     uri = "data:image/png;base64," + base64.b64encode(blob).decode()
     split = httpx.post(server.url, json={"inputs": uri, "parameters": {"candidate_labels": "cat, dog"}})
     assert split.status_code == 200 and {item["label"] for item in split.json()} == {"cat", "dog"}
     url = httpx.post(server.url, json={"inputs": "https://example.com/a.png", "parameters": {}})
-    assert url.status_code == 400 and "not fetched" in url.json()["error"]["message"]
+    assert url.status_code == 403 and "image URLs are off" in url.json()["error"]["message"]
     no_labels = httpx.post(server.url, json={"inputs": uri})  # zeroshot has no classes of its own
     assert no_labels.status_code == 422 and "pass labels" in no_labels.json()["error"]["message"]
     form = httpx.post(server.url, data={"inputs": "x"})

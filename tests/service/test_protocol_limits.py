@@ -113,3 +113,4 @@ def test_every_inference_route_answers_504_at_its_deadline(
         assert "request_timeout_s=0.5" in message_of(response)
     assert 'clipserve_rejected_requests_total{reason="timeout"} 3.0' in metrics
     assert 'clipserve_requests_total{code="504",route="/v1/embeddings"} 1.0' in metrics
+    assert 'clipserve_model_requests_total{code="504",model="slow"} 3.0' in metrics  # per model, too

@@ -1,19 +1,21 @@
 """Pieces every protocol parser shares: a JSON body into a pydantic model with clear 400/422s, and
-an image given as text (base64 or a data: URI) into its bytes."""
+images given as text (base64, a data: URI, or where the operator allows it a URL) into bytes."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import TypeVar
 
 from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 
+from service.api.fetch_url import fetch_images, is_url
 from service.api.parse import _b64, _summarise
 from service.errors import BadInput, Invalid
+from service.settings import Settings
 
 M = TypeVar("M", bound=BaseModel)
-URL_SCHEMES = ("http://", "https://")
 
 
 def load_json(body: bytes, model: type[M]) -> M:
@@ -30,14 +32,15 @@ def load_json(body: bytes, model: type[M]) -> M:
         raise Invalid(_summarise(error)) from error
 
 
-def image_from_text(value: str, index: int) -> bytes:
-    """base64 or a data: URI -> the encoded image. URLs are refused: this server fetches nothing."""
-    if value.startswith(URL_SCHEMES):
-        raise BadInput(
-            f"image {index}: image URLs are not fetched by this server; send the image itself as "
-            "base64 or a data: URI"
-        )
-    return _b64(value, index)
+async def images_from_text(values: Sequence[str], settings: Settings) -> list[bytes]:
+    """Images given as text -> their bytes: base64 or a data: URI decoded here; an http(s) URL
+    fetched by service.api.fetch_url, which refuses it (403) unless image_url_allow lets it through,
+    exactly as for JSON /classify."""
+    urls = {i: value for i, value in enumerate(values) if is_url(value)}
+    images = [b"" if i in urls else _b64(value, i) for i, value in enumerate(values)]
+    for index, data in zip(urls, await fetch_images(list(urls.values()), settings), strict=True):
+        images[index] = data
+    return images
 
 
 def content_type(request: Request) -> str:

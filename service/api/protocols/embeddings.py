@@ -2,10 +2,10 @@
 
 Request (OpenAI's fields): `model`, `input` (a string or a list of them), `encoding_format`
 ("float", or "base64": little-endian float32 bytes, which the `openai` client asks for by
-default), `dimensions` (must equal the model's width if given), `user` (ignored). Two fields
-follow Infinity's extension for CLIP models: `modality` "text" (default) or "image" (then each
-input is an image as base64 or a data: URI); and clipserve's `prompt` for texts: "model"
-(default; the model's learned prompt or zero-shot templates) or "none" (the plain text tower).
+default), `dimensions` (must equal the model's width if given), `user` (ignored). Infinity's
+extension for CLIP models: `modality` "text" (default) or "image" (then each input is an image as
+base64, a data: URI, or where image_url_allow allows it a URL). And clipserve's `prompt` for
+texts: "model" (default; the learned prompt or zero-shot templates) or "none" (the plain tower).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, StrictInt
 
 from service.api.embed import Embedded, TextPrompt
-from service.api.protocols.common import image_from_text, load_json
+from service.api.protocols.common import images_from_text, load_json
 from service.errors import Invalid, TooLarge
 from service.settings import Settings
 
@@ -44,7 +44,7 @@ class EmbeddingsInput:
     dimensions: int | None
 
 
-def parse_embeddings(body: bytes, settings: Settings) -> EmbeddingsInput:
+async def parse_embeddings(body: bytes, settings: Settings) -> EmbeddingsInput:
     payload = load_json(body, EmbeddingsJSON)
     items = [payload.input] if isinstance(payload.input, str) else payload.input
     if not items:
@@ -54,7 +54,7 @@ def parse_embeddings(body: bytes, settings: Settings) -> EmbeddingsInput:
             raise Invalid('prompt applies to text inputs ("modality": "text") only')
         if len(items) > settings.max_images:
             raise TooLarge(f"{len(items)} images exceed max_images={settings.max_images}")
-        images = [image_from_text(item, i) for i, item in enumerate(items)]
+        images = await images_from_text(items, settings)
         return EmbeddingsInput(payload.model or None, None, images, "model", *_output(payload))
     check_texts(items, settings)
     return EmbeddingsInput(payload.model or None, items, None, payload.prompt, *_output(payload))

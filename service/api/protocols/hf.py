@@ -8,8 +8,8 @@ What `huggingface_hub.InferenceClient(base_url=URL)` sends, and therefore what t
 - image_classification(image): POST URL with the raw image bytes (no parameters), or the JSON
   form with "parameters": {"top_k": k}.
 The answer is a list of {"label", "score"} sorted by score (softmax over the labels at CLIP's
-temperature, as /classify). URL inputs are refused (this server fetches nothing; the client
-downloads URLs itself and sends the bytes).
+temperature, as /classify). The client downloads URLs itself and sends the bytes; a URL in
+`inputs` is fetched only where image_url_allow allows it (as for JSON /classify), else 403.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from starlette.requests import Request
 from models.zeroshot import resolve_templates
 from service.api.classify import Scored, top_k
 from service.api.parse import ClassifyInput, _check_labels, read_body
-from service.api.protocols.common import content_type, image_from_text, load_json
+from service.api.protocols.common import content_type, images_from_text, load_json
 from service.errors import Invalid, UnsupportedMedia
 from service.settings import Settings
 
@@ -55,7 +55,9 @@ async def parse_hf(request: Request, settings: Settings, model: str | None) -> C
     kind = content_type(request)
     if kind == "application/json":
         payload = load_json(await read_body(request, settings.max_body_bytes), HFRequest)
-        return hf_input(payload, settings, model)
+        parsed = hf_input(payload, settings, model)
+        parsed.images = await images_from_text([payload.inputs], settings)
+        return parsed
     if kind.startswith("image/") or kind in RAW_TYPES:  # image_classification: raw bytes
         body = await read_body(request, settings.max_body_bytes)
         return ClassifyInput([body], None, model, EVERY_LABEL, None)
@@ -65,6 +67,7 @@ async def parse_hf(request: Request, settings: Settings, model: str | None) -> C
 
 
 def hf_input(payload: HFRequest, settings: Settings, model: str | None) -> ClassifyInput:
+    """Everything but the image, checked before any image is decoded or fetched."""
     parameters = payload.parameters or HFParameters()
     labels = candidate_labels(parameters.candidate_labels)
     if labels is not None:
@@ -78,8 +81,7 @@ def hf_input(payload: HFRequest, settings: Settings, model: str | None) -> Class
     k = parameters.top_k
     if k is not None and k < 1:
         raise Invalid(f"top_k must be a positive integer, got {k}")
-    image = image_from_text(payload.inputs, 0)
-    return ClassifyInput([image], labels, model, k or EVERY_LABEL, templates)
+    return ClassifyInput([], labels, model, k or EVERY_LABEL, templates)  # the image: parse_hf
 
 
 def candidate_labels(value: list[str] | str | None) -> list[str] | None:

@@ -2,7 +2,8 @@
 
 Every model takes two BYTES tensors and gives three outputs:
 - input `images`: BYTES [N] (any shape with N elements): each element an encoded image, as raw
-  bytes in the binary-data extension, or base64 / a data: URI in JSON `data`;
+  bytes in the binary-data extension, or in JSON `data` as base64, a data: URI, or where
+  image_url_allow allows it a URL;
 - input `labels` (optional): BYTES [C], UTF-8 label strings; absent: the model's own classes;
 - outputs `scores` FP32 [N, C] (softmax at CLIP's temperature), `cosines` FP32 [N, C], and
   `labels` BYTES [C] (the labels the columns stand for).
@@ -24,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, StrictBool, StrictFloat, StrictInt, 
 
 from models.zeroshot import resolve_templates
 from service.api.parse import _check_labels
-from service.api.protocols.common import image_from_text, load_json
+from service.api.protocols.common import images_from_text, load_json
 from service.errors import BadInput, Invalid, TooLarge
 from service.settings import Settings
 
@@ -66,7 +67,7 @@ class InferInput:
     request_id: str | None
 
 
-def parse_infer(body: bytes, header_length: str | None, settings: Settings) -> InferInput:
+async def parse_infer(body: bytes, header_length: str | None, settings: Settings) -> InferInput:
     header, binary = split_body(body, header_length)
     request = load_json(header, InferRequest)
     parameters = request.parameters or {}
@@ -76,17 +77,24 @@ def parse_infer(body: bytes, header_length: str | None, settings: Settings) -> I
     tensors = read_inputs(request.inputs, binary, settings)
     if IMAGES not in tensors:
         raise Invalid(f"input {IMAGES!r} (BYTES, one encoded image per element) is required")
-    images = [
-        raw if binary else image_from_text(_text(raw, IMAGES, i), i)
-        for i, (raw, binary) in enumerate(tensors[IMAGES])
-    ]
-    if not images:
+    if not tensors[IMAGES]:
         raise Invalid(f"input {IMAGES!r} holds no images")
     labels = None
     if LABELS in tensors:
         labels = [_text(blob, LABELS, i) for i, (blob, _) in enumerate(tensors[LABELS])]
         _check_labels(labels, settings)
-    return InferInput(images, labels, _templates(parameters), requested_outputs(request), request.id)
+    templates, outputs = _templates(parameters), requested_outputs(request)  # checked before any fetch
+    images = await image_elements(tensors[IMAGES], settings)
+    return InferInput(images, labels, templates, outputs, request.id)
+
+
+async def image_elements(elements: list[tuple[bytes, bool]], settings: Settings) -> list[bytes]:
+    """Binary elements are the encoded images; JSON ones are text: base64, a data: URI, or a URL."""
+    texts = {i: _text(raw, IMAGES, i) for i, (raw, binary) in enumerate(elements) if not binary}
+    images = [raw for raw, _ in elements]
+    for index, data in zip(texts, await images_from_text(list(texts.values()), settings), strict=True):
+        images[index] = data
+    return images
 
 
 def split_body(body: bytes, header_length: str | None) -> tuple[bytes, memoryview]:

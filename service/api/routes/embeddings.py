@@ -12,6 +12,8 @@ from starlette.responses import JSONResponse
 
 from service.api.deadline import deadline
 from service.api.embed import embed_images, embed_texts
+from service.api.model_requests import counted
+from service.api.openapi import INFERENCE_ERRORS, error_responses
 from service.api.parse import read_body
 from service.api.protocols.common import content_type
 from service.api.protocols.embeddings import (
@@ -22,7 +24,6 @@ from service.api.protocols.embeddings import (
 )
 from service.api.routes.classify import ModelRef
 from service.api.routes.deps import RuntimeDep
-from service.api.routes.error_docs import INFERENCE, error_responses
 from service.errors import UnsupportedMedia
 
 router = APIRouter(tags=["OpenAI"])
@@ -59,7 +60,7 @@ REQUEST_BODY: dict[str, Any] = {
     "/v1/embeddings",
     response_model=EmbeddingsResponse,
     openapi_extra=REQUEST_BODY,
-    responses=error_responses(INFERENCE),
+    responses=error_responses(*INFERENCE_ERRORS),
     summary="Embeddings of texts or images (OpenAI's shape)",
     description="L2-normalised vectors. Texts go through the model's prompt (`prompt`: `model`, "
     'the default) or the plain text tower (`none`); `"modality": "image"` takes images as base64 '
@@ -67,10 +68,12 @@ REQUEST_BODY: dict[str, Any] = {
 )
 async def create_embeddings(request: Request, runtime: RuntimeDep) -> JSONResponse:
     # admitted by service.api.admission like /classify; the deadline covers reading the body too
-    async with deadline(runtime.settings):
+    async with counted(runtime) as tally, deadline(runtime.settings):
         if content_type(request) != "application/json":
             raise UnsupportedMedia("send the request as application/json")
-        parsed = parse_embeddings(await read_body(request, runtime.settings.max_body_bytes), runtime.settings)
+        body = await read_body(request, runtime.settings.max_body_bytes)
+        parsed = await parse_embeddings(body, runtime.settings)
+        tally.name(parsed.model)
         check_dimensions(parsed.dimensions, runtime.backbone.embed_dim)
         if parsed.images is not None:
             embedded = await embed_images(runtime, parsed.model, parsed.images)

@@ -13,9 +13,10 @@ from starlette.responses import JSONResponse
 
 from service.api.classify import score
 from service.api.deadline import deadline
+from service.api.model_requests import counted
+from service.api.openapi import INFERENCE_ERRORS, error_responses
 from service.api.protocols.hf import HFAnswerItem, HFRequest, hf_answer, parse_hf
 from service.api.routes.deps import RuntimeDep
-from service.api.routes.error_docs import INFERENCE, error_responses
 from service.runtime import Runtime
 
 router = APIRouter(tags=["Hugging Face"])
@@ -43,7 +44,7 @@ DESCRIPTION = (
     "/",
     response_model=list[HFAnswerItem],
     openapi_extra=REQUEST_BODY,
-    responses=error_responses(INFERENCE),
+    responses=error_responses(*INFERENCE_ERRORS),
     summary="Hugging Face zero-shot image classification with the default model",
     description=DESCRIPTION,
 )
@@ -55,7 +56,7 @@ async def hf_default_model(request: Request, runtime: RuntimeDep) -> JSONRespons
     "/models/{name}",
     response_model=list[HFAnswerItem],
     openapi_extra=REQUEST_BODY,
-    responses=error_responses(INFERENCE),
+    responses=error_responses(*INFERENCE_ERRORS),
     summary="Hugging Face zero-shot image classification with a named model",
     description=DESCRIPTION,
 )
@@ -65,7 +66,8 @@ async def hf_named_model(name: str, request: Request, runtime: RuntimeDep) -> JS
 
 async def hf_classify(request: Request, runtime: Runtime, model: str | None) -> JSONResponse:
     # admitted by service.api.admission like /classify; the deadline covers reading the body too
-    async with deadline(runtime.settings):
+    async with counted(runtime) as tally, deadline(runtime.settings):
+        tally.name(model)
         parsed = await parse_hf(request, runtime.settings, model)
         answer = await score(runtime, parsed, lambda scored: hf_answer(scored, parsed.top_k))
         return JSONResponse(answer)

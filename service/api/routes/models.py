@@ -7,9 +7,11 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter
+from starlette.requests import Request
 
+from service.api.auth import is_admin
+from service.api.openapi import error_responses
 from service.api.routes.deps import RuntimeDep
-from service.api.routes.error_docs import LOOKUP, error_responses
 
 router = APIRouter()
 OWNER = "clipserve"
@@ -33,18 +35,52 @@ REPORTED = (
 )
 
 
+ADMIN_ONLY = ("settings", "refused_files")  # and each version's "source": server paths
+
+
+@router.get(
+    "/v1/models",
+    summary="Loaded models and versions",
+    description="Checkpoint file paths, refused files and the effective settings are shown only to "
+    "requests that carry the admin token.",
+    responses=error_responses(503),
+)
+async def list_models(request: Request, runtime: RuntimeDep) -> dict[str, Any]:
+    listing = describe_models(runtime)
+    return listing if is_admin(request.headers, runtime.settings) else public_view(listing)
+
+
+@router.get(
+    "/v1/models/{model_id}",
+    summary="One loaded model (a name or an alias)",
+    responses=error_responses(404, 503),
+)
+async def retrieve_model(model_id: str, request: Request, runtime: RuntimeDep) -> dict[str, Any]:
+    item = openai_item(runtime.registry.resolve(model_id).describe())  # 404 names the loaded models
+    return item if is_admin(request.headers, runtime.settings) else public_item(item)
+
+
 def openai_item(item: dict[str, Any]) -> dict[str, Any]:
     """A version's description as an OpenAI model object: `id` is the model name, `created` the
     Unix time its active version was loaded."""
     return {"id": item["name"], "object": "model", "created": item["created"], "owned_by": OWNER, **item}
 
 
-@router.get("/v1/models", summary="Loaded models and versions")
-async def list_models(runtime: RuntimeDep) -> dict[str, Any]:
+def public_item(item: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in item.items() if k != "source"}
+
+
+def public_view(listing: dict[str, Any]) -> dict[str, Any]:
+    """The listing without what only an operator should see: server paths and settings."""
+    public = {key: value for key, value in listing.items() if key not in ADMIN_ONLY}
+    public["data"] = [public_item(item) for item in listing.get("data", [])]
+    return public
+
+
+def describe_models(runtime: RuntimeDep) -> dict[str, Any]:
     backbone = runtime.backbone
-    listing = runtime.registry.describe()
+    listing = {"object": "list", **runtime.registry.describe()}
     listing["data"] = [openai_item(item) for item in listing["data"]]
-    listing = {"object": "list", **listing}
     listing["refused_files"] = dict(runtime.watcher.errors) if runtime.watcher is not None else {}
     listing["backbone"] = {
         **backbone.identity.to_dict(),
@@ -54,12 +90,3 @@ async def list_models(runtime: RuntimeDep) -> dict[str, Any]:
     }
     listing["settings"] = {key: getattr(runtime.settings, key) for key in REPORTED}
     return listing
-
-
-@router.get(
-    "/v1/models/{model_id}",
-    summary="One loaded model (a name or an alias)",
-    responses=error_responses(LOOKUP),
-)
-async def retrieve_model(model_id: str, runtime: RuntimeDep) -> dict[str, Any]:
-    return openai_item(runtime.registry.resolve(model_id).describe())  # 404 names the loaded models

@@ -14,22 +14,31 @@ from starlette.responses import JSONResponse, Response
 
 from service.api.classify import Scored, score
 from service.api.deadline import deadline
+from service.api.model_requests import counted
+from service.api.openapi import INFERENCE_ERRORS, OpenInferenceErrorBody, error_responses
 from service.api.parse import ClassifyInput, read_body
 from service.api.protocols.open_inference import InferRequest, parse_infer
 from service.api.protocols.open_inference_answer import EXTENSIONS, infer_answer, model_metadata
 from service.api.routes.deps import RuntimeDep, StateDep
-from service.api.routes.error_docs import INFERENCE, LOOKUP, OpenInferenceErrorBody, error_responses
 from service.catalog.versions import Version
 from service.errors import NotFound
 from service.runtime import Runtime
 
 router = APIRouter(tags=["Open Inference Protocol v2"])
-LOOKUP_ERRORS = error_responses(LOOKUP, OpenInferenceErrorBody)
-INFER_ERRORS = error_responses(INFERENCE, OpenInferenceErrorBody)
+LOOKUP_ERRORS = error_responses(404, 503, body=OpenInferenceErrorBody)
+INFER_ERRORS = error_responses(*INFERENCE_ERRORS, body=OpenInferenceErrorBody)
 NOT_READY_ANSWER: dict[int | str, dict[str, Any]] = {
     400: {"model": OpenInferenceErrorBody, "description": "not ready (the protocol's false)"}
 }
 NOT_READY = 400  # the protocol: "a 4xx status code indicates false"
+EMPTY_TRUE: dict[int | str, dict[str, Any]] = {200: {"description": "true (an empty body)"}}
+BINARY_OR_JSON: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "the inference response: JSON, or with binary outputs the JSON header (its size "
+        "in Inference-Header-Content-Length) followed by the tensors' bytes",
+        "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+    }
+}
 
 
 def server_version() -> str:
@@ -44,7 +53,9 @@ async def server_metadata() -> dict[str, Any]:
     return {"name": "clipserve", "version": server_version(), "extensions": list(EXTENSIONS)}
 
 
-@router.get("/v2/health/live", summary="Server live (200, empty body)")
+@router.get(
+    "/v2/health/live", summary="Server live (200, empty body)", response_class=Response, responses=EMPTY_TRUE
+)
 async def server_live() -> Response:
     return Response(status_code=200)
 
@@ -52,7 +63,8 @@ async def server_live() -> Response:
 @router.get(
     "/v2/health/ready",
     summary="Server ready (200), or 400 while loading or draining",
-    responses=NOT_READY_ANSWER,
+    response_class=Response,
+    responses={**EMPTY_TRUE, **NOT_READY_ANSWER},
 )
 async def server_ready(state: StateDep) -> Response:
     if state.ready:
@@ -84,7 +96,8 @@ async def version_metadata(name: str, version: str, runtime: RuntimeDep) -> dict
 @router.get(
     "/v2/models/{name}/ready",
     summary="Model ready (200), 400 not ready, 404 unknown",
-    responses={**NOT_READY_ANSWER, **error_responses((404,), OpenInferenceErrorBody)},
+    response_class=Response,
+    responses={**EMPTY_TRUE, **NOT_READY_ANSWER, **error_responses(404, body=OpenInferenceErrorBody)},
 )
 async def model_ready(name: str, state: StateDep) -> Response:
     return ready_answer(state.runtime if state.ready else None, name, None)
@@ -93,7 +106,8 @@ async def model_ready(name: str, state: StateDep) -> Response:
 @router.get(
     "/v2/models/{name}/versions/{version}/ready",
     summary="Model version ready",
-    responses={**NOT_READY_ANSWER, **error_responses((404,), OpenInferenceErrorBody)},
+    response_class=Response,
+    responses={**EMPTY_TRUE, **NOT_READY_ANSWER, **error_responses(404, body=OpenInferenceErrorBody)},
 )
 async def version_ready(name: str, version: str, state: StateDep) -> Response:
     return ready_answer(state.runtime if state.ready else None, name, version)
@@ -121,7 +135,12 @@ INFER_BODY: dict[str, Any] = {
 }
 
 
-@router.post("/v2/models/{name}/infer", summary="Inference", openapi_extra=INFER_BODY, responses=INFER_ERRORS)
+@router.post(
+    "/v2/models/{name}/infer",
+    summary="Inference",
+    openapi_extra=INFER_BODY,
+    responses={**BINARY_OR_JSON, **INFER_ERRORS},
+)
 async def infer(name: str, request: Request, runtime: RuntimeDep) -> Response:
     return await run_infer(request, runtime, name, None)
 
@@ -130,7 +149,7 @@ async def infer(name: str, request: Request, runtime: RuntimeDep) -> Response:
     "/v2/models/{name}/versions/{version}/infer",
     summary="Inference on a version",
     openapi_extra=INFER_BODY,
-    responses=INFER_ERRORS,
+    responses={**BINARY_OR_JSON, **INFER_ERRORS},
 )
 async def infer_version(name: str, version: str, request: Request, runtime: RuntimeDep) -> Response:
     return await run_infer(request, runtime, name, version)
@@ -138,10 +157,12 @@ async def infer_version(name: str, version: str, request: Request, runtime: Runt
 
 async def run_infer(request: Request, runtime: Runtime, name: str, number: str | None) -> Response:
     # admitted by service.api.admission like /classify; the deadline covers reading the body too
-    active_version(runtime, name, number)  # unknown model or version: 404 before reading the body
-    async with deadline(runtime.settings):
+    async with counted(runtime) as tally, deadline(runtime.settings):
+        tally.name(name)
+        active_version(runtime, name, number)  # unknown model or version: 404 before reading the body
         body = await read_body(request, runtime.settings.max_body_bytes)
-        parsed = parse_infer(body, request.headers.get("inference-header-content-length"), runtime.settings)
+        header_length = request.headers.get("inference-header-content-length")
+        parsed = await parse_infer(body, header_length, runtime.settings)
         classify_input = ClassifyInput(parsed.images, parsed.labels, name, 1, parsed.templates)
 
         def answer(scored: Scored) -> Response:

@@ -3,6 +3,7 @@ binary-data extension against tritonclient's own serialiser), Hugging Face and e
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import struct
@@ -14,15 +15,24 @@ from hypothesis import given
 from hypothesis import strategies as st
 from tritonclient.utils import deserialize_bytes_tensor, serialize_byte_tensor
 
-from service.api.protocols.embeddings import parse_embeddings
+from service.api.protocols import embeddings, open_inference
+from service.api.protocols.embeddings import EmbeddingsInput
 from service.api.protocols.hf import HFRequest, hf_input
-from service.api.protocols.open_inference import flatten, length_prefixed, parse_infer, split_body
+from service.api.protocols.open_inference import InferInput, flatten, length_prefixed, split_body
 from service.api.protocols.open_inference_answer import bytes_tensor
-from service.errors import BadInput, Invalid, ServiceError, TooLarge
+from service.errors import BadInput, Invalid, ServiceError, TooLarge, UrlRefused
 from service.settings import Settings
 
 SETTINGS = Settings(max_images=3, max_labels=4, max_label_chars=20)
 PNG = b"\x89PNG fake image bytes"
+
+
+def parse_infer(body: bytes, header_length: str | None, settings: Settings) -> InferInput:
+    return asyncio.run(open_inference.parse_infer(body, header_length, settings))
+
+
+def parse_embeddings(body: bytes, settings: Settings) -> EmbeddingsInput:
+    return asyncio.run(embeddings.parse_embeddings(body, settings))
 
 
 def serialised(items: list[bytes]) -> bytes:
@@ -135,7 +145,7 @@ def test_infer_refusals_name_the_problem() -> None:
             BadInput,
             "does not fit",
         ),
-        (infer_error([{**image, "data": ["http://example.com/a.png"]}]), BadInput, "not fetched"),
+        (infer_error([{**image, "data": ["http://example.com/a.png"]}]), UrlRefused, "image URLs are off"),
         (infer_error([{**image, "parameters": {"binary_data_size": 2}}], tail=b"ab"), Invalid, "both data"),
     ]
     for error, kind, words in cases:
@@ -151,7 +161,7 @@ def test_hf_input_shapes() -> None:
     )
     parsed = hf_input(payload, SETTINGS, "pets")
     assert parsed.labels == ["cat", "dog"] and parsed.templates == ("a {}",) and parsed.model == "pets"
-    assert parsed.images == [PNG] and parsed.top_k > SETTINGS.max_labels  # every label is answered
+    assert parsed.top_k > SETTINGS.max_labels  # every label is answered
     for parameters, words in [
         ({"candidate_labels": ["a"] * 2}, "unique"),
         ({"candidate_labels": ["x" * 21]}, "max_label_chars"),
