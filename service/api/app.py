@@ -98,7 +98,7 @@ def install_middleware(app: FastAPI, state: State, routers: Sequence[APIRouter])
     # From the routers themselves: this FastAPI includes them lazily, so app.router.routes holds
     # wrappers, not the routes (no prefixes are used, so their patterns match the request path).
     routes = [route for router in routers for route in router.routes if isinstance(route, APIRoute)]
-    admitted = [route for route in routes if route.path in ADMITTED_PATHS and "POST" in route.methods]
+    admitted = [route for route in routes if route.path in ADMITTED_PATHS and "POST" in (route.methods or ())]
     assert {route.path for route in admitted} == ADMITTED_PATHS, "an admitted path has no POST route"
     app.add_middleware(Admission, state=state, routes=admitted)
     app.add_middleware(RequireKeys, settings=state.settings)
