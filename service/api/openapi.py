@@ -139,3 +139,24 @@ def _documented(code: int, path: str) -> dict[str, Any]:
     body = OpenInferenceErrorBody if speaks_open_inference(path) else ErrorBody
     ref = {"$ref": f"#/components/schemas/{body.__name__}"}
     return {**response, "content": {"application/json": {"schema": ref}}}
+
+
+def inline_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """A request model's JSON schema with its nested models written in place, for `openapi_extra`:
+    pydantic's `#/$defs/...` references would point at the root of the OpenAPI document, where
+    nothing is (ReDoc stops rendering; validators guess)."""
+    schema = model.model_json_schema()
+    definitions = schema.pop("$defs", {})
+
+    def resolve(node: Any) -> Any:
+        if isinstance(node, dict):
+            reference = node.get("$ref", "")
+            if reference.startswith("#/$defs/"):
+                return resolve(definitions[reference.removeprefix("#/$defs/")])
+            return {key: resolve(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [resolve(item) for item in node]
+        return node
+
+    resolved: dict[str, Any] = resolve(schema)
+    return resolved

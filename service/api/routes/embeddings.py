@@ -13,7 +13,7 @@ from starlette.responses import JSONResponse
 from service.api.deadline import deadline
 from service.api.embed import embed_images, embed_texts
 from service.api.model_requests import counted
-from service.api.openapi import INFERENCE_ERRORS, error_responses
+from service.api.openapi import INFERENCE_ERRORS, error_responses, inline_schema
 from service.api.parse import read_body
 from service.api.protocols.common import content_type
 from service.api.protocols.embeddings import (
@@ -51,7 +51,7 @@ class EmbeddingsResponse(BaseModel):
 REQUEST_BODY: dict[str, Any] = {
     "requestBody": {
         "required": True,
-        "content": {"application/json": {"schema": EmbeddingsJSON.model_json_schema()}},
+        "content": {"application/json": {"schema": inline_schema(EmbeddingsJSON)}},
     }
 }
 

@@ -14,7 +14,7 @@ from starlette.responses import JSONResponse
 from service.api.classify import score
 from service.api.deadline import deadline
 from service.api.model_requests import counted
-from service.api.openapi import INFERENCE_ERRORS, error_responses
+from service.api.openapi import INFERENCE_ERRORS, error_responses, inline_schema
 from service.api.protocols.hf import HFAnswerItem, HFRequest, hf_answer, parse_hf
 from service.api.routes.deps import RuntimeDep
 from service.runtime import Runtime
@@ -25,7 +25,7 @@ REQUEST_BODY: dict[str, Any] = {
     "requestBody": {
         "required": True,
         "content": {
-            "application/json": {"schema": HFRequest.model_json_schema()},
+            "application/json": {"schema": inline_schema(HFRequest)},
             "image/*": {"schema": {"type": "string", "format": "binary"}},
             "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
         },

@@ -15,7 +15,7 @@ from starlette.responses import JSONResponse, Response
 from service.api.classify import Scored, score
 from service.api.deadline import deadline
 from service.api.model_requests import counted
-from service.api.openapi import INFERENCE_ERRORS, OpenInferenceErrorBody, error_responses
+from service.api.openapi import INFERENCE_ERRORS, OpenInferenceErrorBody, error_responses, inline_schema
 from service.api.parse import ClassifyInput, read_body
 from service.api.protocols.open_inference import InferRequest, parse_infer
 from service.api.protocols.open_inference_answer import EXTENSIONS, infer_answer, model_metadata
@@ -124,7 +124,7 @@ INFER_BODY: dict[str, Any] = {
     "requestBody": {
         "required": True,
         "content": {
-            "application/json": {"schema": InferRequest.model_json_schema()},
+            "application/json": {"schema": inline_schema(InferRequest)},
             "application/octet-stream": {
                 "schema": {"type": "string", "format": "binary"},
                 "description": "binary tensor data extension: the JSON header, then the tensors' "

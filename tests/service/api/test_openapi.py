@@ -266,3 +266,27 @@ def test_security_schemes_follow_the_settings(server: ServerThread) -> None:
             "security" not in plain["/classify"]["post"]
             and "401" not in plain["/classify"]["post"]["responses"]
         )
+
+
+def test_every_reference_resolves_inside_the_document(server: ServerThread) -> None:
+    """Request bodies given as `openapi_extra` must not carry pydantic's `#/$defs/...` references:
+    they point at the document's root, where nothing is (ReDoc stops rendering)."""
+    schema = httpx.get(server.url + "/openapi.json").json()
+
+    def references(node: Any) -> Iterator[str]:
+        if isinstance(node, dict):
+            if isinstance(node.get("$ref"), str):
+                yield node["$ref"]
+            for value in node.values():
+                yield from references(value)
+        elif isinstance(node, list):
+            for item in node:
+                yield from references(item)
+
+    found = set(references(schema))
+    assert found, "no references at all: the check would be empty"
+    for reference in found:
+        node: Any = schema
+        for part in reference.removeprefix("#/").split("/"):
+            assert isinstance(node, dict) and part in node, f"{reference} does not resolve"
+            node = node[part]
