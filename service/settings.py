@@ -11,6 +11,8 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from models.defaults import DEFAULT_ARCH, DEFAULT_PRETRAINED
+
 RANDOM_WEIGHTS = "random"
 ZEROSHOT_MODEL = "zeroshot"
 # Secrets come from the environment only (never a flag: it would show in `ps`) and are never logged.
@@ -26,11 +28,11 @@ class Settings(BaseSettings):
 
     # -- backbone
     arch: str = Field(
-        default="ViT-B-16-quickgelu",
+        default=DEFAULT_ARCH,
         description="open_clip architecture; -quickgelu variants match OpenAI weights (training default)",
     )
     pretrained: str = Field(
-        default="openai",
+        default=DEFAULT_PRETRAINED,
         description="open_clip pretrained tag, a local weights file, or 'random' (meaningless answers; "
         "for the tiny test models)",
     )
