@@ -66,7 +66,11 @@ class Metrics:
             "Images a lane queues before answering 429 (max_queue_images)",
             registry=r,
         )
-        self.inflight = Gauge("clipserve_inflight_requests", "/classify requests in progress", registry=r)
+        self.inflight = Gauge(
+            "clipserve_inflight_requests",
+            "Inference requests in progress (/classify, /, /v1/embeddings, /v2 infer)",
+            registry=r,
+        )
         self.rejections = Counter(
             "clipserve_rejected_requests", "Requests refused, by reason", ["reason"], registry=r
         )

@@ -47,7 +47,7 @@ class Runtime:
     registry: Registry
     zeroshot_templates: tuple[str, ...]
     watcher: Watcher | None = None
-    inflight: int = 0  # /classify requests admitted and not yet answered
+    inflight: int = 0  # inference requests admitted and not yet answered (service.api.admission)
 
     async def close(self) -> None:
         if self.watcher is not None:

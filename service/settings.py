@@ -68,8 +68,9 @@ class Settings(BaseSettings):
     max_inflight_requests: int = Field(
         default=256,
         ge=1,
-        description="/classify requests admitted at once; more get 429 at once (bounds the work queued "
-        "ahead of the batcher: HTTP parsing and decoding, when those and not the encoder are the limit)",
+        description="inference requests (/classify, /, /v1/embeddings, /v2 infer) admitted at once; more "
+        "get 429 at once (bounds the work queued ahead of the batcher: HTTP parsing and decoding, when "
+        "those and not the encoder are the limit)",
     )
     request_timeout_s: float = Field(default=10.0, gt=0, description="per-request deadline; past it 504")
 
