@@ -30,6 +30,8 @@ from bench.methods_data import SetSpec, materialise
 from bench.methods_runs import Runner
 from bench.methods_settings import FULL, batches_per_epoch, condition, paper_schedule, stages
 from models.backbone import build_backbone
+from training.data import LabeledImages
+from training.data.fewshot import Subset
 from training.distributed import init_from_env
 from training.pipeline import run_training
 from training.world import World, WorldConfig
@@ -37,7 +39,7 @@ from training.world import World, WorldConfig
 ARCH = "clipserve-demo-vit"
 # (label, settings key, subset, K measured at, epoch counts): per-step cost of CoCoOp, MaPLe and
 # GOPro is the same at every K (fixed batch; no cached features), so they are measured at K = 1.
-KINDS = (
+KINDS: tuple[tuple[str, str, Subset, int, tuple[int, int]], ...] = (
     ("coop 64 K=1", "coop", "all", 1, (5, 50)),
     ("coop 64 K=2", "coop", "all", 2, (5, 50)),
     ("coop 64 K=4", "coop", "all", 4, (5, 30)),
@@ -54,7 +56,7 @@ KINDS = (
 )
 
 
-def measure(runner: Runner, data, kind: tuple) -> dict:
+def measure(runner: Runner, data: LabeledImages, kind: tuple[str, str, Subset, int, tuple[int, int]]) -> dict:
     label, key, subset, shots, epochs = kind
     seconds, steps = [], []
     label_only = data.classnames[32:] if key == "ship" else []  # the new classes, as the bench

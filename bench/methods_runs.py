@@ -19,7 +19,7 @@ from models.backbone import Backbone
 from models.prompts import PromptLearner
 from models.zeroshot import class_embedding_matrix
 from training.data import LabeledImages
-from training.data.fewshot import base_new_split
+from training.data.fewshot import Subset, base_new_split
 from training.distributed import DistContext
 from training.evaluate import SetResult, evaluate
 from training.feeds import cached_features
@@ -60,7 +60,7 @@ class Runner:
         key: str,
         data: LabeledImages,
         shots: int,
-        subset: str = "all",
+        subset: Subset = "all",
         label_only: Sequence[str] = (),
         tag: str = "",
     ) -> list[PromptLearner]:
@@ -77,7 +77,7 @@ class Runner:
         return learners
 
     def request(
-        self, key: str, data: LabeledImages, shots: int, subset: str, seed: int, tag: str
+        self, key: str, data: LabeledImages, shots: int, subset: Subset, seed: int, tag: str
     ) -> TrainRequest:
         setting = METHOD_SETTINGS[key]
         return TrainRequest(
@@ -96,7 +96,7 @@ class Runner:
             resume=self.resume,
         )
 
-    def probes(self, data: LabeledImages, shots: int, subset: str = "all") -> list[LinearProbe]:
+    def probes(self, data: LabeledImages, shots: int, subset: Subset = "all") -> list[LinearProbe]:
         """One linear probe per seed, on the same K-shot draw the prompt methods get."""
         probes = []
         for seed in self.scale.seeds:
