@@ -1,7 +1,9 @@
 """/admin: load, swap, unload, default, aliases. Bearer token from settings; unset = disabled.
 
 Files are named relative to checkpoint_dir (sub-folders allowed: the watcher only loads top-level
-files, so keep explicitly managed versions in a sub-folder).
+files, so keep explicitly managed versions in a sub-folder). Every change is recorded in
+checkpoint_dir's state file and applied by the worker that answers before it answers; the other
+worker processes (and replicas sharing the folder) apply it within `state_interval_s` or so.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from fastapi import APIRouter, Depends
 from pydantic import BaseModel, ConfigDict
 
 from service.api.routes.deps import RuntimeDep, require_admin
-from service.errors import Conflict, Invalid, NotFound
+from service.errors import Conflict, Invalid
 from service.runtime import Runtime
 
 router = APIRouter(prefix="/admin", dependencies=[Depends(require_admin)], tags=["admin"])
@@ -57,31 +59,29 @@ async def load(body: LoadBody, runtime: RuntimeDep) -> dict[str, Any]:
 
 @router.post("/models/{name}/swap", summary="Switch a model to a new file (zero downtime)")
 async def swap(name: str, body: FileBody, runtime: RuntimeDep) -> dict[str, Any]:
-    if name not in runtime.registry.active:
-        raise NotFound(f"no model named {name!r}; load it first")
     version = await runtime.registry.load(name, checkpoint_file(runtime, body.file), replace=True)
     return version.describe()
 
 
 @router.delete("/models/{name}", summary="Unload a model (freed once its requests finish)")
 async def unload(name: str, runtime: RuntimeDep) -> dict[str, str]:
-    runtime.registry.unload(name)
+    await runtime.registry.unload(name)
     return {"unloaded": name}
 
 
 @router.put("/default", summary="Set the model used when a request names none")
 async def set_default(body: ModelBody, runtime: RuntimeDep) -> dict[str, str]:
-    runtime.registry.set_default(body.model)
+    await runtime.registry.set_default(body.model)
     return {"default": body.model}
 
 
 @router.put("/aliases/{alias}", summary="Point an alias at a model")
 async def set_alias(alias: str, body: ModelBody, runtime: RuntimeDep) -> dict[str, str]:
-    runtime.registry.set_alias(alias, body.model)
+    await runtime.registry.set_alias(alias, body.model)
     return {"alias": alias, "model": body.model}
 
 
 @router.delete("/aliases/{alias}", summary="Remove an alias")
 async def remove_alias(alias: str, runtime: RuntimeDep) -> dict[str, str]:
-    runtime.registry.remove_alias(alias)
+    await runtime.registry.remove_alias(alias)
     return {"removed": alias}
