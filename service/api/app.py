@@ -4,6 +4,7 @@ background (so /health/live answers at once and /health/ready turns 200 once mod
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -42,7 +43,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        state.start()
+        if state.settings.workers == 1:
+            state.start()
+        else:  # a worker takes connections only once it can serve them (its peers serve meanwhile)
+            await state.load()
+            if state.runtime is None:
+                raise RuntimeError(state.error)
         yield
         await state.stop()
 
@@ -97,10 +103,12 @@ def install_error_handlers(app: FastAPI, metrics: Metrics) -> None:
 class RequestMetrics:
     """Duration and count per route template (never the raw path), status code as a label; and a
     `Server-Timing: app;dur=<ms>` header on every answer, so a client can tell time spent in the
-    service from time spent on the network and in its own queues."""
+    service from time spent on the network and in its own queues. `X-Clipserve-Worker: <pid>`
+    names the worker process that answered (with --workers N they share one port)."""
 
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app, self.metrics = app, metrics
+        self.worker = (b"x-clipserve-worker", str(os.getpid()).encode())
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -113,7 +121,8 @@ class RequestMetrics:
             if message["type"] == "http.response.start":
                 status = message["status"]
                 timing = f"app;dur={1000 * (time.monotonic() - started):.2f}".encode()
-                message = {**message, "headers": [*message.get("headers", []), (b"server-timing", timing)]}
+                headers = [*message.get("headers", []), (b"server-timing", timing), self.worker]
+                message = {**message, "headers": headers}
             await send(message)
 
         try:
