@@ -173,6 +173,12 @@ class Metrics:
             ["result"],
             registry=r,
         )
+        self.state_refused = Gauge(
+            "clipserve_state_file_refused",
+            "1 while the state file's current contents are refused (the last good state serves)" + LARGEST,
+            registry=r,
+            multiprocess_mode="livemax",
+        )
         self.state_lag = Gauge(
             "clipserve_state_file_lag_seconds",
             "Seconds from the last write of the state file to this process serving it (wall clocks; "

@@ -11,7 +11,8 @@ state (catalog/state.py says what the file holds, catalog/store.py how it is wri
 - `sync()`: the file changed: load the versions it names that this process does not have, check
   their sha256, then switch to all of it at once. A file that is corrupt, names a missing file or
   one whose bytes changed, or a checkpoint that does not load, is refused as a whole: the last good
-  state keeps serving and /v1/models says why. (At start-up there is no last good state: start-up
+  state keeps serving and /v1/models says why; it is tried again every RETRY_REFUSED_S, so
+  restoring a missing file is enough. (At start-up there is no last good state: start-up
   fails with the same message.)
 - A switch happens between two requests' steps; requests already running finish on their version
   (catalog/lifecycle.py owns each version's life).
@@ -41,6 +42,7 @@ log = logging.getLogger("clipserve")
 Key = tuple[str, str]  # (file relative to the folder, sha256)
 Edit = Callable[[ModelState], ModelState]
 ATTEMPTS = 5
+RETRY_REFUSED_S = 5.0
 UNREAD = b"\x00unread"  # never the bytes of a file: the first sync always reads
 
 
@@ -53,6 +55,7 @@ class Registry:
         self.files: dict[str, str] = {}  # model -> the file its active version was applied from
         self.seen: bytes | None = UNREAD  # the file's bytes at the last sync or write
         self.refusal: str | None = None  # why the file's current contents are refused
+        self.refused_at = 0.0
         self.lock = asyncio.Lock()  # one change or sync at a time in this process
 
     # -- requests --------------------------------------------------------------------------------
@@ -154,7 +157,7 @@ class Registry:
             needed = self._needed(new, loaded)
             if needed:
                 return needed
-            self._check_default(new)
+            self._check_default_or_conflict(new)
             if new != current or raw is None:
                 new = replace(new, generation=current.generation + 1)
                 raw = encode(new)
@@ -167,7 +170,7 @@ class Registry:
     async def _change_in_memory(self, edit: Edit, loaded: dict[Key, Loaded]) -> None:
         new = edit(self.state)
         loaded |= await self._load_or_conflict(self._needed(new, loaded))
-        self._check_default(new)
+        self._check_default_or_conflict(new)
         self._switch(new, loaded)
 
     async def sync(self, strict: bool = False) -> None:
@@ -177,15 +180,15 @@ class Registry:
             return
         async with self.lock:
             raw = self.store.read()
-            if raw == self.seen:
+            if raw == self.seen and not self._retry_due():
                 return
-            had_file, self.seen = self.seen not in (None, UNREAD), raw
+            had_file, fresh, self.seen = self.seen not in (None, UNREAD), raw != self.seen, raw
             try:
                 state = self._parse_synced(raw, had_file)
                 loaded = await self._load_entries(self._needed(state, {}))
                 self._check_default(state)
             except StateError as error:
-                self._refuse(str(error))
+                self._refuse(str(error), counted=fresh)
                 if strict:
                     raise StateError(f"{self.store.path} refused: {error}") from error
                 return
@@ -247,6 +250,12 @@ class Registry:
         except StateError as error:
             raise Conflict(f"the state cannot be applied: {error}") from error
 
+    def _check_default_or_conflict(self, state: ModelState) -> None:
+        try:
+            self._check_default(state)
+        except StateError as error:
+            raise Conflict(str(error)) from error
+
     def _check_default(self, state: ModelState) -> None:
         default = state.default or self.fallback_default
         target = state.target(default)
@@ -263,6 +272,7 @@ class Registry:
             self.life.deactivate(name)
             del self.files[name]
         self.state, self.refusal = state, None
+        self.metrics.state_refused.set(0)
 
     def _measure_lag(self, store: StateFile) -> None:
         """From the file's last write to this process serving it (the worker that wrote it: ~0)."""
@@ -270,8 +280,15 @@ class Registry:
         if written is not None:
             self.metrics.state_lag.set(max(0.0, time.time() - written))
 
-    def _refuse(self, reason: str) -> None:
-        self.metrics.state_updates.labels(result="refused").inc()
+    def _retry_due(self) -> bool:
+        """A refused file is tried again now and then, unchanged: its missing file may be back."""
+        return self.refusal is not None and time.monotonic() - self.refused_at >= RETRY_REFUSED_S
+
+    def _refuse(self, reason: str, counted: bool) -> None:
+        self.refused_at = time.monotonic()
+        if counted:  # a new file's contents, not a retry of the same
+            self.metrics.state_updates.labels(result="refused").inc()
+        self.metrics.state_refused.set(1)
         if reason != self.refusal:
             log.error("%s refused: %s; the last good state keeps serving", STATE_NAME, reason)
         self.refusal = reason

@@ -109,6 +109,9 @@ def test_a_bad_state_file_is_refused_and_the_last_good_state_keeps_serving(
         StateFile(folder).write(json.dumps(missing).encode())
         wait_until(lambda: "gone.safetensors is missing" in str(refused()), timeout_s=10)
         serves_version_2()
+        (folder / "versions/gone.safetensors").write_bytes((folder / PETS_2).read_bytes())
+        wait_until(lambda: refused() is None, timeout_s=15)  # restored: tried again, applied
+        serves_version_2()
 
         StateFile(folder).write(good)  # repaired: applied again
         wait_until(lambda: refused() is None, timeout_s=10)
@@ -121,6 +124,7 @@ def test_a_bad_state_file_is_refused_and_the_last_good_state_keeps_serving(
         serves_version_2()
         metrics = client.get("/metrics").text
     assert 'clipserve_state_file_updates_total{result="refused"} 3.0' in metrics
+    assert "clipserve_state_file_refused 1.0" in metrics  # the alert's signal
 
 
 def test_start_up_with_a_corrupt_state_file_stops_and_says_why(folder: Path) -> None:

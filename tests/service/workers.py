@@ -134,9 +134,17 @@ class Answer:
 
 
 async def keep_classifying(
-    url: str, client: int, blob: bytes, labels: list[tuple[str, ...]], stop: asyncio.Event, out: list[Answer]
+    url: str,
+    client: int,
+    blob: bytes,
+    labels: list[tuple[str, ...]],
+    stop: asyncio.Event,
+    out: list[Answer],
+    reconnect_every: int = 0,
 ) -> None:
-    """One client on one keep-alive connection, sending the next request when the last is answered."""
+    """One client on one keep-alive connection, sending the next request when the last is answered;
+    with `reconnect_every`, every so many requests end their connection (the next one opens a new
+    connection, which may reach the other worker)."""
     limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
     last_pid: int | None = None
     async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as http:
@@ -144,8 +152,12 @@ async def keep_classifying(
         while not stop.is_set():
             chosen = labels[turn % len(labels)]
             turn += 1
+            last = reconnect_every and turn % reconnect_every == 0
+            headers = {"Connection": "close"} if last else None
             try:
-                response = await http.post("/classify", **multipart([blob], chosen, model="pets"))
+                response = await http.post(
+                    "/classify", **multipart([blob], chosen, model="pets"), headers=headers
+                )
             except httpx.TransportError as error:
                 out.append(Answer(client, chosen, 0, last_pid, error=repr(error)))
                 continue
