@@ -94,6 +94,7 @@ class Registry:
     async def load(self, name: str, path: Path, replace: bool) -> Version:
         """`path` as a new model (`replace=False`) or the next version of one (a swap)."""
         file = self.relative(path)
+        await self.sync()  # changes another worker made a moment ago count for the check below
         self.state.with_version(name, file, "", exists=replace)  # refuse a wrong name before loading
         loaded = await self.life.load(path, swap=replace)
         edit: Edit = lambda state: state.with_version(name, file, loaded.sha256, exists=replace)  # noqa: E731
