@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test test-gpu lint serve deploy-check deploy-generate bench-text bench-ceiling bench-train-step bench-train reliability clean
+.PHONY: install test test-gpu lint serve deploy-check deploy-generate bench-text bench-ceiling bench-train-step bench-train bench-methods demo-checkpoints reliability clean
 
 install: $(STAMP)
 
@@ -26,16 +26,18 @@ lint: install
 	$(BIN)/ruff format --check models training service tests bench deploy clipserve_cli.py
 	$(BIN)/mypy models training service deploy clipserve_cli.py
 
-# `make serve` runs the bundled demo (models/demo): a small CLIP pretrained on the procedural
-# shapes world, with the built-in `zeroshot` model and the CoOp checkpoint `world-coop` (the
-# default). The demo checkpoints are copied into $(CHECKPOINT_DIR), which is watched: drop more
-# *.safetensors trained on the demo backbone there and they are served by file stem.
+# `make serve` runs the bundled demo (models/demo): a small ViT CLIP pretrained on the procedural
+# shapes world, with the built-in `zeroshot` model and three prompt checkpoints, one per lane:
+# `world-coop` (the default; shared encoder pass), `world-cocoop` (image-conditioned text) and
+# `world-maple` (prompted image tower). The demo checkpoints are copied into $(CHECKPOINT_DIR),
+# which is watched: drop more *.safetensors trained on the demo backbone there and they are
+# served by file stem.
 # Other weights: make serve SERVE_ARGS="--arch ViT-B-16-quickgelu --pretrained FILE" (see README).
 CHECKPOINT_DIR ?= runs/checkpoints
-SERVE_ARGS     ?= --arch clipserve-demo-rn --pretrained models/demo/backbone.safetensors --default-model world-coop
+SERVE_ARGS     ?= --arch clipserve-demo-vit --pretrained models/demo/backbone.safetensors --default-model world-coop
 serve: install
 	mkdir -p $(CHECKPOINT_DIR)
-	cp -n models/demo/checkpoints/*.safetensors $(CHECKPOINT_DIR)/
+	cp -u models/demo/checkpoints/*.safetensors $(CHECKPOINT_DIR)/
 	$(BIN)/clipserve serve --host 127.0.0.1 --port 8000 --checkpoint-dir $(CHECKPOINT_DIR) $(SERVE_ARGS)
 
 # Deployment checks with the real tools: promtool (config, rules, rule unit tests), the compose-spec
@@ -77,6 +79,17 @@ bench-text-first: install
 # On the H200: make bench-e2e DEVICE=cuda BENCH_ARGS="--arch ViT-B-32 --seconds 8"
 bench-e2e: install
 	$(BIN)/python bench/e2e.py --device $(DEVICE) $(BENCH_ARGS)
+
+# Methods on the procedural world: every method with the papers' protocols (few-shot, base-to-new,
+# domain shift, cross-dataset, SHIP's setting, ProtoCLIP vs InfoNCE), 3 seeds, on the demo ViT,
+# on the CPU (about 45 minutes on 2 cores): writes docs/METHODS.md, METHODS.json, docs/methods/.
+# Smoke run: make bench-methods BENCH_ARGS="--quick --out /tmp/methods/METHODS.md"
+bench-methods: install
+	$(BIN)/python bench/methods.py $(BENCH_ARGS)
+
+# Retrain the demo prompt checkpoints (models/demo/checkpoints) on the demo backbone.
+demo-checkpoints: install
+	CLIPSERVE=$(BIN)/clipserve bash models/demo/build_checkpoints.sh
 
 bench-train-step: install
 	$(BIN)/python bench/train_step.py --out docs/PERFORMANCE-train-step.md

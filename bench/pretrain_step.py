@@ -2,7 +2,7 @@
 ProtoCLIP with prototypes), and ProtoCLIP's episode preparation (features of the episode, then
 k-means per modality and PBT). Random pixels and tokens, so nothing is rendered.
 
-    python bench/pretrain_step.py [--arch clipserve-demo-rn] [--episode 8192] [--k 819]
+    python bench/pretrain_step.py [--arch clipserve-demo-vit] [--episode 8192] [--k 819]
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--arch", default="clipserve-demo-rn")
+    parser.add_argument("--arch", default="clipserve-demo-vit")
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--episode", type=int, default=8192)
     parser.add_argument("--k", type=int, default=819)

@@ -93,7 +93,7 @@ class Latencies:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     formatter = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=formatter)
-    parser.add_argument("--arch", default="clipserve-demo-rn")
+    parser.add_argument("--arch", default="clipserve-demo-vit")
     parser.add_argument("--pretrained", default="models/demo/backbone.safetensors", help="or 'random'")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--labels", type=int, default=1000, help="new labels in the first request")

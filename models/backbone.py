@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import os
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
@@ -156,7 +157,8 @@ def _create_model(
 
 
 def _create_from_file(arch: str, path: Path, create: dict[str, Any]) -> tuple[Any, BackboneIdentity]:
-    model = open_clip.create_model(arch, pretrained=None, **create)
+    with _weights_follow():  # the file's weights are loaded next; open_clip's warning would be false
+        model = open_clip.create_model(arch, pretrained=None, **create)
     state = _backbone_checkpoint_state(arch, path)
     try:
         if state is not None:
@@ -166,6 +168,27 @@ def _create_from_file(arch: str, path: Path, create: dict[str, Any]) -> tuple[An
     except Exception as error:  # size/key mismatch, not a weights file, unsafe pickle: all unusable
         raise BackboneError(f"{path}: weights do not fit architecture {arch!r}: {error}") from error
     return model, BackboneIdentity(arch, f"sha256:{file_sha256(path)}")
+
+
+RANDOM_INIT_WARNING = "No pretrained weights loaded for model"
+
+
+class _DropRandomInitWarning(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(RANDOM_INIT_WARNING)
+
+
+@contextlib.contextmanager
+def _weights_follow() -> Iterator[None]:
+    """Drop open_clip's "No pretrained weights loaded ... initialized randomly" (a root-logger
+    warning) for one create_model call whose weights are loaded right after it; every other
+    record, and that warning outside this call, passes."""
+    root, drop = logging.getLogger(), _DropRandomInitWarning()
+    root.addFilter(drop)
+    try:
+        yield
+    finally:
+        root.removeFilter(drop)
 
 
 def _backbone_checkpoint_state(arch: str, path: Path) -> dict[str, torch.Tensor] | None:

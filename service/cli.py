@@ -15,10 +15,13 @@ import sys
 
 from pydantic import ValidationError
 
-from service.settings import Settings
+from service.logs import configure_logging
+from service.preflight import weights_problem
+from service.settings import SECRET_FIELDS, Settings
 
+# The app (torch, open_clip) is imported only when `serve` runs, after the settings and the
+# weights preflight: `clipserve serve --help` and a start-up that cannot succeed stay quick.
 log = logging.getLogger("clipserve")
-SECRET_FIELDS = {"admin_token"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -43,7 +46,11 @@ def run(args: argparse.Namespace) -> int:
     except ValidationError as error:
         print(f"clipserve serve: invalid settings\n{error}", file=sys.stderr)
         return 2
-    configure_logging(args.log_level)
+    configure_logging(args.log_level, settings.log_format)
+    problem = weights_problem(settings)
+    if problem is not None:
+        print(f"clipserve serve: error: {problem}", file=sys.stderr)
+        return 2
     if settings.workers > 1:
         from service.supervisor import serve_workers
 
@@ -56,7 +63,3 @@ def run(args: argparse.Namespace) -> int:
     server = DrainingServer(config, app.state.clipserve)
     server.run()
     return server.exit_code
-
-
-def configure_logging(level: str) -> None:
-    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -30,8 +30,8 @@ class CorruptImage(ServiceError):
 class Unauthorized(ServiceError):
     status, type = 401, "unauthorized"
 
-    def __init__(self, message: str) -> None:
-        super().__init__(message, headers={"WWW-Authenticate": "Bearer"})
+    def __init__(self, message: str, challenge: str = "Bearer") -> None:
+        super().__init__(message, headers={"WWW-Authenticate": challenge})
 
 
 class Forbidden(ServiceError):
@@ -80,3 +80,15 @@ class NotReady(ServiceError):
 
 class DeadlineExceeded(ServiceError):
     status, type = 504, "timeout"
+
+
+class UrlRefused(ServiceError):
+    """An image URL that the image_url_allow policy refuses; the message names the rule."""
+
+    status, type = 403, "url_refused"
+
+
+class UrlFetchFailed(ServiceError):
+    """An allowed image URL that could not be fetched (no answer, a timeout, an HTTP error)."""
+
+    status, type = 422, "url_fetch_failed"

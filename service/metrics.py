@@ -128,6 +128,7 @@ class Metrics:
         )
         self._define_catalog(r)
         self._define_gpu(r)
+        self._define_process(r)
 
     def _define_catalog(self, r: CollectorRegistry) -> None:
         self.cache_hits = Counter(
@@ -208,6 +209,33 @@ class Metrics:
             ["device"],
             registry=r,
             multiprocess_mode="livemax",
+        )
+
+    def _define_process(self, r: CollectorRegistry) -> None:
+        # Process metrics as plain series (not prometheus_client's ProcessCollector, which reads only
+        # its own process and is not aggregated in multiprocess mode): each worker updates its own
+        # values (service.process_stats), and multiprocess mode sums the live workers' values.
+        self.process_cpu = Counter(
+            "clipserve_process_cpu_seconds", "CPU time (user + system) of the service's processes", registry=r
+        )
+        self.process_memory = Gauge(
+            "clipserve_process_resident_memory_bytes",
+            "Resident memory of the service's live processes" + SUMMED,
+            multiprocess_mode="livesum",
+            registry=r,
+        )
+        self.process_open_fds = Gauge(
+            "clipserve_process_open_fds",
+            "Open file descriptors of the service's live processes" + SUMMED,
+            multiprocess_mode="livesum",
+            registry=r,
+        )
+        self.model_requests = Counter(
+            "clipserve_model_requests",
+            "Inference requests by model and status code; model is a loaded model's name (aliases "
+            "resolved), or 'unknown' when the request named none that is loaded or was refused first",
+            ["model", "code"],
+            registry=r,
         )
 
     def sample_gpu_memory(self) -> None:

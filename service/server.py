@@ -29,6 +29,8 @@ def uvicorn_config(
         host=host,
         port=port,
         log_level=log_level,
+        log_config=None,  # service.logs configured the handlers (text or JSON)
+        access_log=False,  # replaced by clipserve.access, which carries the request id
         timeout_graceful_shutdown=int(drain_timeout_s),
     )
 

@@ -13,6 +13,8 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 RANDOM_WEIGHTS = "random"
 ZEROSHOT_MODEL = "zeroshot"
+# Secrets come from the environment only (never a flag: it would show in `ps`) and are never logged.
+SECRET_FIELDS = {"admin_token", "api_keys", "metrics_token"}
 
 
 class Settings(BaseSettings):
@@ -113,6 +115,43 @@ class Settings(BaseSettings):
     )
     drain_timeout_s: float = Field(default=30.0, ge=0, description="then in-flight requests get this long")
 
+    # -- front door: API keys, image URLs, CORS, logs (docs/OPERATIONS.md)
+    api_keys: SecretStr | None = Field(
+        default=None,
+        description="comma-separated API keys for the inference routes; unset (and no api_keys_file) = "
+        "open (env only)",
+    )
+    api_keys_file: Path | None = Field(
+        default=None,
+        description="file of API keys, one per line ('#' comments); re-read when it changes",
+    )
+    metrics_token: SecretStr | None = Field(
+        default=None, description="bearer token that /metrics requires; unset = /metrics open (env only)"
+    )
+    image_url_allow: Annotated[list[str], NoDecode] = Field(
+        default=[],
+        description="hosts, IP addresses or networks, or URL prefixes that JSON requests may name as "
+        "image URLs, e.g. 'images.example.com,https://cdn.example.com/pub/'; empty = image URLs off. "
+        "Private, loopback and link-local addresses only when an entry names the address or network",
+    )
+    image_url_max_bytes: int = Field(
+        default=16 * 1024 * 1024, ge=1, description="bytes per fetched image, counted while it streams (413)"
+    )
+    image_url_connect_timeout_s: float = Field(default=2.0, gt=0, description="connect timeout per URL")
+    image_url_timeout_s: float = Field(
+        default=5.0, gt=0, description="total time to fetch one URL, redirects included"
+    )
+    image_url_max_redirects: int = Field(default=3, ge=0, description="redirects followed per URL")
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default=[], description="origins allowed by CORS, e.g. 'https://app.example.com'; empty = CORS off"
+    )
+    log_format: Literal["text", "json"] = Field(
+        default="text", description="'json': one JSON object per log line (access log included)"
+    )
+    process_metrics_interval_s: float = Field(
+        default=5.0, gt=0, description="seconds between updates of the process CPU/memory/open-files metrics"
+    )
+
     # -- worker processes and the state file
     workers: int = Field(
         default=1,
@@ -136,6 +175,13 @@ class Settings(BaseSettings):
             return [str(part).upper() for part in value]
         return value
 
+    @field_validator("image_url_allow", "cors_origins", mode="before")
+    @classmethod
+    def _split_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part for part in value.replace(",", " ").split() if part]
+        return value
+
     @field_validator("cuda_graph_buckets", mode="before")
     @classmethod
     def _split_buckets(cls, value: object) -> object:
@@ -150,7 +196,7 @@ class Settings(BaseSettings):
             raise ValueError(f"batch sizes must be >= 1, got {value}")
         return sorted(set(value))
 
-    @field_validator("admin_token", mode="before")
+    @field_validator("admin_token", "api_keys", "metrics_token", mode="before")
     @classmethod
     def _empty_token_disables_admin(cls, value: object) -> object:
         # CLIPSERVE_ADMIN_TOKEN="" (a templated env var left blank) must mean "admin off", not

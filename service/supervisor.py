@@ -59,10 +59,10 @@ class WorkerProcess(Process):
         # which takes longer than the ping timeout.
         threading.Thread(target=self.always_pong, daemon=True).start()
         from service.api.app import create_app
-        from service.cli import configure_logging
+        from service.logs import configure_logging
         from service.server import DrainingServer
 
-        configure_logging(str(self.config.log_level))
+        configure_logging(str(self.config.log_level), self.settings.log_format)
         app = create_app(self.settings)
         self.config.app = app
         server = self._server = DrainingServer(self.config, app.state.clipserve)

@@ -31,7 +31,7 @@ from training.pretrain.run import SAVE_DTYPES, RunOptions, run_pretraining
 
 HELP = {
     "method": "objective: protoclip (InfoNCE + prototype losses) or infonce (plain CLIP)",
-    "arch": "open_clip architecture (the demo's: clipserve-demo-rn)",
+    "arch": "open_clip architecture (the demo's: clipserve-demo-vit)",
     "init": "start from these weights (open_clip tag or local file) instead of random ones",
     "seed": "initialisation and episode draws",
     "world_seed": "the world's seed (which scenes exist)",

@@ -3,6 +3,8 @@ background (so /health/live answers at once and /health/ready turns 200 once mod
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import os
 import time
@@ -13,14 +15,19 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from service.api.access import RequestContext
 from service.api.admission import ADMITTED_PATH, Admission
-from service.api.routes import admin, classify, health, models, ui
+from service.api.auth import RequireKeys
+from service.api.openapi import install_openapi
+from service.api.routes import admin, classify, docs, health, models, ui
 from service.errors import ServiceError
 from service.metrics import Metrics
+from service.process_stats import ProcessStats
 from service.runtime import State
 from service.settings import Settings
 
@@ -41,6 +48,8 @@ REJECTION_REASONS = {
 def create_app(settings: Settings | None = None) -> FastAPI:
     state = State(settings if settings is not None else Settings())
 
+    process_stats = ProcessStats(state.metrics)
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if state.settings.workers == 1:
@@ -49,22 +58,57 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await state.load()
             if state.runtime is None:
                 raise RuntimeError(state.error)
+        sampler = asyncio.get_running_loop().create_task(
+            process_stats.run(state.settings.process_metrics_interval_s)
+        )
         yield
+        sampler.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sampler
         await state.stop()
 
     app = FastAPI(
         title="clipserve",
         summary="Classify images with adapted CLIP models; hot-swap prompt checkpoints.",
         lifespan=lifespan,
+        docs_url=None,  # service.api.routes.docs serves /docs and /redoc without a CDN
+        redoc_url=None,
     )
     app.state.clipserve = state
-    for router in (classify.router, models.router, admin.router, health.router, ui.router):
+    app.state.process_stats = process_stats
+    routers = (
+        classify.router,
+        models.router,
+        admin.router,
+        health.router,
+        ui.root_router,
+        ui.router,
+        docs.router,
+    )
+    for router in routers:
         app.include_router(router)
     install_error_handlers(app, state.metrics)
+    install_openapi(app, state.settings)
+    install_middleware(app, state)
+    return app
+
+
+def install_middleware(app: FastAPI, state: State) -> None:
+    """Outermost first: request id and access log, request metrics (they see every refusal), CORS
+    (preflights answered before any key check), API keys, admission (before the body is read)."""
     classify_route = next(r for r in classify.router.routes if getattr(r, "path", None) == ADMITTED_PATH)
     app.add_middleware(Admission, state=state, route=classify_route)
-    app.add_middleware(RequestMetrics, metrics=state.metrics)  # outermost: it sees refusals too
-    return app
+    app.add_middleware(RequireKeys, settings=state.settings)
+    if state.settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=state.settings.cors_origins,
+            allow_methods=["GET", "POST", "PUT", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "X-API-Key", "X-Request-ID"],
+            expose_headers=["X-Request-ID", "Server-Timing", "Retry-After"],
+        )
+    app.add_middleware(RequestMetrics, metrics=state.metrics)
+    app.add_middleware(RequestContext)
 
 
 def error_response(

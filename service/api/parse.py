@@ -1,10 +1,11 @@
 """/classify request bodies -> ClassifyInput, with every request limit checked on the way in.
 
 Three content types: multipart/form-data (repeated `images` files, `labels`, `templates`; `model`,
-`top_k`), application/json (base64 images), and a raw image body (image/*) with the other
-fields as query parameters. The body is counted while it streams, so an oversized upload is
-refused at `max_body_bytes` instead of after buffering it; multipart is then cut into parts by
-service.api.multipart (fast for requests with many label fields).
+`top_k`), application/json (base64 images or image URLs), and a raw image body (image/*). The
+fields other than images may also come as query parameters, with every content type. The body is
+counted while it streams, so an oversized upload is refused at `max_body_bytes` instead of after
+buffering it; multipart is then cut into parts by service.api.multipart (fast for requests with
+many label fields).
 """
 
 from __future__ import annotations
@@ -13,25 +14,27 @@ import base64
 import binascii
 import json
 from collections.abc import AsyncGenerator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import parse_qs
 
 from pydantic import BaseModel, ConfigDict, StrictInt, ValidationError
 from starlette.requests import Request
 
 from models.zeroshot import resolve_templates
+from service.api.fetch_url import fetch_images, is_url
 from service.api.multipart import MultipartError, TooManyFields, TooManyFiles, boundary_of, parse_multipart
 from service.errors import BadInput, Invalid, TooLarge, UnsupportedMedia
 from service.settings import Settings
 
 CONTENT_TYPES = "multipart/form-data, application/json or an image/* body"
+FIELDS = ("labels", "model", "top_k", "templates")  # besides the images; body fields or query parameters
 
 
 class ClassifyJSON(BaseModel):
     """The JSON form of a /classify request."""
 
     model_config = ConfigDict(extra="forbid")
-    images: list[str]  # base64, optionally as data: URIs
+    images: list[str]  # base64, optionally as data: URIs, or http(s) URLs (when image_url_allow is set)
     labels: list[str] | None = None
     model: str | None = None
     top_k: StrictInt | None = None  # 2, not "2" or true
@@ -45,17 +48,60 @@ class ClassifyInput:
     model: str | None
     top_k: int
     templates: tuple[str, ...] | None
+    urls: dict[int, str] = field(default_factory=dict)  # image index -> the URL it was fetched from
 
 
 async def parse_classify(request: Request, settings: Settings) -> ClassifyInput:
+    """Every content type also takes the fields as query parameters (the raw body has no other
+    place for them); a field given both ways, or an unknown parameter, is refused, never ignored."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    query = _query(request)
     if content_type == "multipart/form-data":
-        return await _parse_multipart(request, settings)
+        return await _parse_multipart(request, settings, query)
     if content_type == "application/json":
-        return _parse_json(await read_body(request, settings.max_body_bytes), settings)
+        parsed = _parse_json(await read_body(request, settings.max_body_bytes), settings, query)
+        fetched = await fetch_images(list(parsed.urls.values()), settings)  # [] without URLs
+        for index, data in zip(parsed.urls, fetched, strict=True):
+            parsed.images[index] = data
+        return parsed
     if content_type.startswith("image/"):
-        return _parse_raw(request, await read_body(request, settings.max_body_bytes), settings)
+        body = await read_body(request, settings.max_body_bytes)
+        return _validated(settings, [body], *_fields(query))
     raise UnsupportedMedia(f"content type {content_type or 'missing'!r}: send {CONTENT_TYPES}")
+
+
+def _query(request: Request) -> dict[str, list[str]]:
+    try:  # strictly: starlette's query_params would turn bytes that are not UTF-8 into U+FFFD
+        query = parse_qs(
+            request.scope["query_string"].decode("latin-1"), keep_blank_values=True, errors="strict"
+        )
+    except UnicodeDecodeError as error:
+        raise BadInput(f"query string is not UTF-8 after percent-decoding ({error.reason})") from error
+    unknown = set(query) - set(FIELDS)
+    if unknown:
+        raise Invalid(f"unknown query parameters: {', '.join(sorted(unknown))}")
+    return query
+
+
+def _merged(body: dict[str, list[str]], query: dict[str, list[str]]) -> dict[str, list[str]]:
+    both = set(body) & set(query)
+    if both:
+        raise Invalid(
+            f"{', '.join(sorted(both))} given both in the body and in the query string; give it once"
+        )
+    return {**body, **query}
+
+
+def _fields(
+    fields: dict[str, list[str]],
+) -> tuple[list[str] | None, str | None, str | None, list[str] | None]:
+    """labels, model, top_k, templates from form fields or query parameters."""
+    return (
+        fields.get("labels") or None,
+        _single(fields, "model"),
+        _single(fields, "top_k"),
+        fields.get("templates") or None,
+    )
 
 
 async def _limited_stream(request: Request, limit: int) -> AsyncGenerator[bytes, None]:
@@ -74,7 +120,9 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join([chunk async for chunk in _limited_stream(request, limit)])
 
 
-async def _parse_multipart(request: Request, settings: Settings) -> ClassifyInput:
+async def _parse_multipart(
+    request: Request, settings: Settings, query: dict[str, list[str]]
+) -> ClassifyInput:
     try:
         boundary = boundary_of(request.headers.get("content-type", ""))
         body = await read_body(request, settings.max_body_bytes)
@@ -101,20 +149,13 @@ async def _parse_multipart(request: Request, settings: Settings) -> ClassifyInpu
             fields.setdefault(part.name, []).append(part.data.decode("utf-8"))
         except UnicodeDecodeError as error:
             raise BadInput(f"form field {part.name!r} is not UTF-8 text") from error
-    unknown = set(fields) - {"labels", "model", "top_k", "templates"}
+    unknown = set(fields) - set(FIELDS)
     if unknown:
         raise Invalid(f"unknown form fields: {', '.join(sorted(unknown))}")
-    return _validated(
-        settings,
-        images,
-        fields.get("labels") or None,
-        _single(fields, "model"),
-        _single(fields, "top_k"),
-        fields.get("templates") or None,
-    )
+    return _validated(settings, images, *_fields(_merged(fields, query)))
 
 
-def _parse_json(body: bytes, settings: Settings) -> ClassifyInput:
+def _parse_json(body: bytes, settings: Settings, query: dict[str, list[str]]) -> ClassifyInput:
     try:
         payload = ClassifyJSON.model_validate(json.loads(body))
     except json.JSONDecodeError as error:
@@ -127,29 +168,18 @@ def _parse_json(body: bytes, settings: Settings) -> ClassifyInput:
         raise Invalid(_summarise(error)) from error
     if len(payload.images) > settings.max_images:
         raise TooLarge(f"{len(payload.images)} images exceed max_images={settings.max_images}")
-    images = [_b64(image, i) for i, image in enumerate(payload.images)]
-    top_k = None if payload.top_k is None else str(payload.top_k)
-    return _validated(settings, images, payload.labels, payload.model, top_k, payload.templates)
-
-
-def _parse_raw(request: Request, body: bytes, settings: Settings) -> ClassifyInput:
-    try:  # strictly: starlette's query_params would turn bytes that are not UTF-8 into U+FFFD
-        query = parse_qs(
-            request.scope["query_string"].decode("latin-1"), keep_blank_values=True, errors="strict"
-        )
-    except UnicodeDecodeError as error:
-        raise BadInput(f"query string is not UTF-8 after percent-decoding ({error.reason})") from error
-    unknown = set(query) - {"labels", "model", "top_k", "templates"}
-    if unknown:
-        raise Invalid(f"unknown query parameters: {', '.join(sorted(unknown))}")
-    return _validated(
-        settings,
-        [body],
-        query.get("labels") or None,
-        _single(query, "model"),
-        _single(query, "top_k"),
-        query.get("templates") or None,
-    )
+    urls = {i: image for i, image in enumerate(payload.images) if is_url(image)}
+    images = [b"" if i in urls else _b64(image, i) for i, image in enumerate(payload.images)]
+    fields = {
+        "labels": payload.labels,
+        "model": None if payload.model is None else [payload.model],
+        "top_k": None if payload.top_k is None else [str(payload.top_k)],
+        "templates": payload.templates,
+    }
+    given = {key: value for key, value in fields.items() if value is not None}
+    parsed = _validated(settings, images, *_fields(_merged(given, query)))
+    parsed.urls = urls
+    return parsed
 
 
 def _single(fields: dict[str, list[str]], key: str) -> str | None:

@@ -69,6 +69,10 @@ class Registry:
         return self.life.retired
 
     @property
+    def aliases(self) -> dict[str, str]:
+        return self.state.aliases
+
+    @property
     def default(self) -> str:
         return self.state.default or self.fallback_default
 

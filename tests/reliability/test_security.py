@@ -128,12 +128,14 @@ def test_checkpoints_load_only_from_checkpoint_dir(outside: Path) -> None:
         running(server_settings(outside, watch_interval_s=0.05)) as server,
         httpx.Client(base_url=server.url) as c,
     ):
-        wait_until(lambda: "link.safetensors" in c.get("/v1/models").json()["refused_files"], timeout_s=10)
+        admin = admin_headers()  # refused files are listed to the admin only
+        refused = lambda: c.get("/v1/models", headers=admin).json()["refused_files"]  # noqa: E731
+        wait_until(lambda: "link.safetensors" in refused(), timeout_s=10)
         answers = {
             file: c.post("/admin/models", json={"name": "stolen", "file": file}, headers=admin_headers())
             for file in escapes
         }
-        listing = c.get("/v1/models").json()
+        listing = c.get("/v1/models", headers=admin).json()
     for file, response in answers.items():
         assert response.status_code in (404, 422), (file, response.status_code, response.text)
         if file != str(secret):  # that one echoes the caller's own path back, nothing more
@@ -158,7 +160,7 @@ def test_pickles_are_never_unpickled_whatever_their_name(tmp_path: Path, name: s
             for file in (name, "raw.safetensors")
         ]
         time.sleep(0.3)  # a few watcher scans
-        listing = c.get("/v1/models").json()
+        listing = c.get("/v1/models", headers=admin_headers()).json()
     assert not marker.exists(), "a pickle was unpickled"
     for response in answers:
         assert response.status_code == 422, response.text

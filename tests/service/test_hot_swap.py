@@ -195,7 +195,7 @@ def test_watched_folder_loads_new_and_replaced_files_and_ignores_temp_files(
         write(tmp_path / "flowers.safetensors", second)  # atomic replace -> version 2
         wait_until(lambda: version_of(server.url, "flowers") == "2", timeout_s=10)
         time.sleep(0.3)  # a few more scans
-        listing = httpx.get(server.url + "/v1/models").json()
+        listing = httpx.get(server.url + "/v1/models", headers=admin_headers()).json()
         response = httpx.post(server.url + "/classify", **multipart([blob], model="flowers"))
 
     assert {m["name"] for m in listing["data"]} == {"zeroshot", "flowers"}

@@ -34,11 +34,11 @@ def test_flags_override_env_which_overrides_defaults(monkeypatch: pytest.MonkeyP
     assert "s3cret" not in repr(settings)
 
 
-def test_every_field_but_the_token_is_a_flag() -> None:
+def test_every_field_but_the_secrets_is_a_flag() -> None:
     parser = argparse.ArgumentParser()
     cli.add_arguments(parser)
     flags = {action.dest for action in parser._actions}
-    assert set(Settings.model_fields) - flags == {"admin_token"}
+    assert set(Settings.model_fields) - flags == {"admin_token", "api_keys", "metrics_token"}
 
 
 def test_invalid_values_are_refused_with_the_field_named(capsys: pytest.CaptureFixture[str]) -> None:

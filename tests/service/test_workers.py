@@ -237,7 +237,7 @@ def test_a_restart_comes_back_to_the_same_state_on_every_worker(
 
 
 def _listings(service: Service, accept: Any) -> dict[int, dict[str, Any]]:
-    answers = every_worker(service.url, service.worker_pids(), "/v1/models", accept, timeout_s=30)
+    answers = every_worker(service.url, service.worker_pids(), "/v1/models", accept, timeout_s=30, admin=True)
     return {pid: response.json() for pid, response in answers.items()}
 
 

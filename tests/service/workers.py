@@ -98,21 +98,28 @@ class Service:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
 
-def probe(url: str, path: str) -> tuple[int, httpx.Response]:
-    """GET on a new connection: (the pid of the worker that answered, the answer)."""
-    response = httpx.get(url + path, timeout=10, headers={"Connection": "close"})
+def probe(url: str, path: str, admin: bool = False) -> tuple[int, httpx.Response]:
+    """GET on a new connection: (the pid of the worker that answered, the answer); `admin`: with
+    the admin token (e.g. for the state file's part of /v1/models)."""
+    headers = {"Connection": "close"} | ({"Authorization": f"Bearer {ADMIN_TOKEN}"} if admin else {})
+    response = httpx.get(url + path, timeout=10, headers=headers)
     return int(response.headers[WORKER]), response
 
 
 def every_worker(
-    url: str, pids: set[int], path: str, accept: Callable[[httpx.Response], bool], timeout_s: float
+    url: str,
+    pids: set[int],
+    path: str,
+    accept: Callable[[httpx.Response], bool],
+    timeout_s: float,
+    admin: bool = False,
 ) -> dict[int, httpx.Response]:
     """Probe until each worker in `pids` gave an answer `accept`s; each one's first such answer."""
     found: dict[int, httpx.Response] = {}
     deadline = time.monotonic() + timeout_s
     while set(found) != pids:
         assert time.monotonic() < deadline, f"not every worker within {timeout_s} s: {sorted(found)}"
-        pid, response = probe(url, path)
+        pid, response = probe(url, path, admin)
         if pid in pids and pid not in found and accept(response):
             found[pid] = response
     return found

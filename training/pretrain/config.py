@@ -30,7 +30,7 @@ METHODS = ("protoclip", "infonce")
 @dataclass(frozen=True)
 class PretrainConfig:
     method: str = "protoclip"
-    arch: str = "clipserve-demo-rn"
+    arch: str = "clipserve-demo-vit"
     init: str | None = None  # weights to start from (tag or file); None = random
     seed: int = 1
     world_seed: int = 0

@@ -39,6 +39,43 @@ def zero_shot_accuracy(
     return 100.0 * float((predictions == pool.labels).float().mean())
 
 
+class LinearProbe:
+    """Multinomial logistic regression (L-BFGS, full batch, L2 penalty) on frozen features, which
+    are standardised with the training set's mean and std."""
+
+    def __init__(
+        self,
+        features: torch.Tensor,
+        labels: torch.Tensor,
+        classes: int,
+        weight_decay: float = 1e-4,
+        steps: int = 300,
+    ) -> None:
+        x, y = features.detach().float().cpu(), labels.cpu()
+        self.mean, self.std = x.mean(0), x.std(0).clamp_min(1e-6)
+        x = (x - self.mean) / self.std
+        weight = torch.zeros(x.shape[1], classes, requires_grad=True)
+        bias = torch.zeros(classes, requires_grad=True)
+        optimizer = torch.optim.LBFGS([weight, bias], lr=1, max_iter=steps, line_search_fn="strong_wolfe")
+
+        def closure() -> torch.Tensor:
+            optimizer.zero_grad()
+            loss = F.cross_entropy(x @ weight + bias, y) + weight_decay * (weight**2).sum()
+            loss.backward()
+            return loss
+
+        optimizer.step(closure)
+        self.weight, self.bias = weight.detach(), bias.detach()
+
+    def predict(self, features: torch.Tensor) -> torch.Tensor:
+        """[N] predicted class ids."""
+        x = (features.detach().float().cpu() - self.mean) / self.std
+        return (x @ self.weight + self.bias).argmax(dim=1)
+
+    def accuracy(self, features: torch.Tensor, labels: torch.Tensor) -> float:
+        return 100.0 * float((self.predict(features) == labels.cpu()).float().mean())
+
+
 def linear_probe_accuracy(
     train: tuple[torch.Tensor, torch.Tensor],
     test: tuple[torch.Tensor, torch.Tensor],
@@ -46,22 +83,5 @@ def linear_probe_accuracy(
     weight_decay: float = 1e-4,
     steps: int = 300,
 ) -> float:
-    """Multinomial logistic regression (L-BFGS, full batch) on frozen features; test accuracy %."""
-    x, y = train[0].detach().float().cpu(), train[1].cpu()
-    mean, std = x.mean(0), x.std(0).clamp_min(1e-6)
-    x = (x - mean) / std
-    weight = torch.zeros(x.shape[1], classes, requires_grad=True)
-    bias = torch.zeros(classes, requires_grad=True)
-    optimizer = torch.optim.LBFGS([weight, bias], lr=1, max_iter=steps, line_search_fn="strong_wolfe")
-
-    def closure() -> torch.Tensor:
-        optimizer.zero_grad()
-        loss = F.cross_entropy(x @ weight + bias, y) + weight_decay * (weight**2).sum()
-        loss.backward()
-        return loss
-
-    optimizer.step(closure)
-    test_x = (test[0].detach().float().cpu() - mean) / std
-    with torch.no_grad():
-        predictions = (test_x @ weight + bias).argmax(dim=1)
-    return 100.0 * float((predictions == test[1].cpu()).float().mean())
+    """Test accuracy (%) of a LinearProbe fitted on `train`."""
+    return LinearProbe(*train, classes, weight_decay, steps).accuracy(*test)

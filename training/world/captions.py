@@ -28,6 +28,10 @@ BACKGROUND_WORDS = {
 MEDIUM_WORDS = {
     "photo": ("photo", "picture", "image", "photograph"),
     "sketch": ("sketch", "drawing", "outline drawing", "doodle"),
+    # Held-out styles (never captioned in pretraining; here so every sample has a caption).
+    "cartoon": ("cartoon", "clip art", "illustration"),
+    "neon": ("neon sign", "glowing outline", "neon drawing"),
+    "mosaic": ("mosaic", "pixelated picture", "blocky image"),
 }
 POSITION_WORDS = {
     "centre": "in the centre",

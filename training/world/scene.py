@@ -26,7 +26,9 @@ COLOURS: dict[str, tuple[int, int, int]] = {
     "purple": (125, 45, 175),
     "pink": (250, 130, 195),
 }
-STYLES = ("photo", "sketch")
+STYLES = ("photo", "sketch")  # the styles of pretraining (and of a sample whose style is drawn)
+HELDOUT_STYLES = ("cartoon", "neon", "mosaic")  # never in pretraining: domains for evaluation
+ALL_STYLES = STYLES + HELDOUT_STYLES
 SIZES: dict[str, tuple[float, float]] = {  # radius as a fraction of the canvas side
     "small": (0.19, 0.26),
     "medium": (0.27, 0.34),

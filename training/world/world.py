@@ -21,8 +21,9 @@ from PIL import Image
 from training.data.batches import mixed_seed
 from training.data.sources import CLASSNAMES_FILE
 from training.world.captions import caption
+from training.world.conditions import Condition, Extras, draw_extras
 from training.world.render import render
-from training.world.scene import COLOURS, STYLES, Scene, draw_scene
+from training.world.scene import ALL_STYLES, COLOURS, Scene, draw_scene
 from training.world.shapes import SHAPES
 
 SPLITS = ("train", "heldout")
@@ -43,6 +44,7 @@ class Sample:
     label: int
     scene: Scene
     caption: str
+    extras: Extras | None = None  # an evaluation condition's drawn values; None: the clean scene
 
 
 class World:
@@ -63,12 +65,15 @@ class World:
     def __len__(self) -> int:
         return len(self.classes)
 
-    def sample(self, split: str, index: int, style: str | None = None) -> Sample:
-        """Sample `index` of `split`; `style` fixes the style, else it is drawn (sketch_fraction)."""
+    def sample(
+        self, split: str, index: int, style: str | None = None, condition: Condition | None = None
+    ) -> Sample:
+        """Sample `index` of `split`; `style` fixes the style, else it is drawn (photo or sketch,
+        sketch_fraction). A `condition` adds its extras to the same scene (conditions.py)."""
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-        if style is not None and style not in STYLES:
-            raise ValueError(f"style must be one of {STYLES}, got {style!r}")
+        if style is not None and style not in ALL_STYLES:
+            raise ValueError(f"style must be one of {ALL_STYLES}, got {style!r}")
         label = index % len(self.classes)
         colour, shape = self.classes[label]
         seed = self.config.seed
@@ -78,21 +83,42 @@ class World:
             scene = draw_scene(rng, shape, colour, drawn)
             if self.split_of(scene) == split:
                 text = caption(scene, np.random.default_rng(mixed_seed("caption", seed, split, index, style)))
-                return Sample(split, index, label, scene, text)
+                return Sample(split, index, label, scene, text, self._extras(split, index, style, condition))
         raise RuntimeError(f"no {split} scene found for index {index}")  # probability ~ 0
+
+    def _extras(
+        self, split: str, index: int, style: str | None, condition: Condition | None
+    ) -> Extras | None:
+        if condition is None or condition.is_clean():
+            return None
+        key = mixed_seed("condition", self.config.seed, split, index, style, condition)
+        return draw_extras(np.random.default_rng(key), condition)
 
     def split_of(self, scene: Scene) -> str:
         return "heldout" if scene.digest() % self.config.heldout_every == 0 else "train"
 
     def image(self, sample: Sample) -> Image.Image:
-        return render(sample.scene, self.config.image_size)
+        return render(sample.scene, self.config.image_size, sample.extras)
 
-    def samples(self, split: str, count: int, start: int = 0, style: str | None = None) -> Iterator[Sample]:
+    def samples(
+        self,
+        split: str,
+        count: int,
+        start: int = 0,
+        style: str | None = None,
+        condition: Condition | None = None,
+    ) -> Iterator[Sample]:
         for index in range(start, start + count):
-            yield self.sample(split, index, style)
+            yield self.sample(split, index, style, condition)
 
     def write_folder(
-        self, root: str | Path, split: str, per_class: int, style: str | None = None, start: int = 0
+        self,
+        root: str | Path,
+        split: str,
+        per_class: int,
+        style: str | None = None,
+        start: int = 0,
+        condition: Condition | None = None,
     ) -> Path:
         """`per_class` images of every class as root/<class_key>/<split>_<index>.png, plus
         classnames.txt ("red_star red star" lines, in label order) and captions.tsv."""
@@ -100,7 +126,7 @@ class World:
         for key in self.class_keys:
             (root / key).mkdir(parents=True, exist_ok=True)
         lines = []
-        for sample in self.samples(split, per_class * len(self), start * len(self), style):
+        for sample in self.samples(split, per_class * len(self), start * len(self), style, condition):
             name = f"{self.class_keys[sample.label]}/{split}_{sample.index:07d}.png"
             self.image(sample).save(root / name)
             lines.append(f"{name}\t{sample.scene.style}\t{sample.caption}")

@@ -14,11 +14,27 @@ from typing import Any
 from fastapi import APIRouter, Depends
 from pydantic import BaseModel, ConfigDict
 
+from service.api.openapi import error_responses
 from service.api.routes.deps import RuntimeDep, require_admin
 from service.errors import Conflict, Invalid
 from service.runtime import Runtime
 
-router = APIRouter(prefix="/admin", dependencies=[Depends(require_admin)], tags=["admin"])
+router = APIRouter(
+    prefix="/admin",
+    dependencies=[Depends(require_admin)],
+    tags=["admin"],
+    responses=error_responses(401, 403, 503),  # 403: admin disabled (no token set)
+)
+
+
+class VersionInfo(BaseModel):
+    name: str
+    version: str
+    method: str
+    sha256: str
+    source: str
+    classes: int
+    lane: str | None
 
 
 class LoadBody(BaseModel):
@@ -51,37 +67,58 @@ def checkpoint_file(runtime: Runtime, file: str) -> Path:
     return path
 
 
-@router.post("/models", status_code=201, summary="Load a checkpoint file as a new model")
+@router.post(
+    "/models",
+    status_code=201,
+    summary="Load a checkpoint file as a new model",
+    response_model=VersionInfo,
+    responses=error_responses(400, 404, 409, 422),
+)
 async def load(body: LoadBody, runtime: RuntimeDep) -> dict[str, Any]:
     version = await runtime.registry.load(body.name, checkpoint_file(runtime, body.file), replace=False)
     return version.describe()
 
 
-@router.post("/models/{name}/swap", summary="Switch a model to a new file (zero downtime)")
+@router.post(
+    "/models/{name}/swap",
+    summary="Switch a model to a new file (zero downtime)",
+    response_model=VersionInfo,
+    responses=error_responses(400, 404, 409, 422),
+)
 async def swap(name: str, body: FileBody, runtime: RuntimeDep) -> dict[str, Any]:
     version = await runtime.registry.load(name, checkpoint_file(runtime, body.file), replace=True)
     return version.describe()
 
 
-@router.delete("/models/{name}", summary="Unload a model (freed once its requests finish)")
+@router.delete(
+    "/models/{name}",
+    summary="Unload a model (freed once its requests finish)",
+    responses=error_responses(404, 409),
+)
 async def unload(name: str, runtime: RuntimeDep) -> dict[str, str]:
     await runtime.registry.unload(name)
     return {"unloaded": name}
 
 
-@router.put("/default", summary="Set the model used when a request names none")
+@router.put(
+    "/default",
+    summary="Set the model used when a request names none",
+    responses=error_responses(400, 404, 422),
+)
 async def set_default(body: ModelBody, runtime: RuntimeDep) -> dict[str, str]:
     await runtime.registry.set_default(body.model)
     return {"default": body.model}
 
 
-@router.put("/aliases/{alias}", summary="Point an alias at a model")
+@router.put(
+    "/aliases/{alias}", summary="Point an alias at a model", responses=error_responses(400, 404, 409, 422)
+)
 async def set_alias(alias: str, body: ModelBody, runtime: RuntimeDep) -> dict[str, str]:
     await runtime.registry.set_alias(alias, body.model)
     return {"alias": alias, "model": body.model}
 
 
-@router.delete("/aliases/{alias}", summary="Remove an alias")
+@router.delete("/aliases/{alias}", summary="Remove an alias", responses=error_responses(404, 409))
 async def remove_alias(alias: str, runtime: RuntimeDep) -> dict[str, str]:
     await runtime.registry.remove_alias(alias)
     return {"removed": alias}

@@ -11,9 +11,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from service.api.classify import classify
-from service.api.parse import ClassifyJSON, parse_classify
+from service.api.model_requests import UNKNOWN, count_model_request, model_label
+from service.api.openapi import error_responses
+from service.api.parse import ClassifyInput, ClassifyJSON, parse_classify
 from service.api.routes.deps import RuntimeDep
-from service.errors import DeadlineExceeded
+from service.errors import DeadlineExceeded, ServiceError
 
 router = APIRouter()
 
@@ -41,7 +43,17 @@ class ClassifyResponse(BaseModel):
 
 
 _STRINGS = {"type": "array", "items": {"type": "string"}}
+QUERY = {
+    "labels": _STRINGS,
+    "templates": _STRINGS,
+    "model": {"type": "string"},
+    "top_k": {"type": "integer", "minimum": 1},
+}
 REQUEST_BODY: dict[str, Any] = {
+    "parameters": [
+        {"name": name, "in": "query", "required": False, "schema": schema, "style": "form", "explode": True}
+        for name, schema in QUERY.items()
+    ],
     "requestBody": {
         "required": True,
         "content": {
@@ -61,7 +73,7 @@ REQUEST_BODY: dict[str, Any] = {
             "application/json": {"schema": ClassifyJSON.model_json_schema()},
             "image/*": {"schema": {"type": "string", "format": "binary"}},
         },
-    }
+    },
 }
 
 
@@ -70,14 +82,25 @@ REQUEST_BODY: dict[str, Any] = {
     response_model=ClassifyResponse,
     openapi_extra=REQUEST_BODY,
     summary="Classify images against labels (or a checkpoint's own classes)",
-    description="A raw image/* body takes labels, templates, model and top_k as query parameters.",
+    description="labels, templates, model and top_k may also be given as query parameters (a raw "
+    "image/* body has no other place for them); a field given both in the body and in the query "
+    "string is refused (422). JSON images may be http(s) URLs when the server allows them "
+    "(image_url_allow).",
+    responses=error_responses(400, 403, 404, 413, 415, 422, 429, 503, 504),
 )
 async def classify_route(request: Request, runtime: RuntimeDep) -> JSONResponse:
     # admitted by service.api.admission (max_inflight_requests); the deadline covers reading the body too
     timeout = runtime.settings.request_timeout_s
+    parsed: ClassifyInput | None = None
     try:
         async with asyncio.timeout(timeout):
             parsed = await parse_classify(request, runtime.settings)
-            return JSONResponse(await classify(runtime, parsed))
+            answer = await classify(runtime, parsed)
     except TimeoutError as error:
+        count_model_request(runtime, model_label(runtime, parsed.model) if parsed else UNKNOWN, 504)
         raise DeadlineExceeded(f"no answer within request_timeout_s={timeout}") from error
+    except ServiceError as error:
+        count_model_request(runtime, model_label(runtime, parsed.model) if parsed else UNKNOWN, error.status)
+        raise
+    count_model_request(runtime, model_label(runtime, answer["model"]["name"]), 200)
+    return JSONResponse(answer)

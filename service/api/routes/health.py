@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter
 from prometheus_client import CONTENT_TYPE_LATEST
+from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from service.api.openapi import error_responses
 from service.api.routes.deps import StateDep
 
 router = APIRouter()
@@ -16,7 +20,9 @@ async def live() -> dict[str, str]:
     return {"status": "alive"}
 
 
-@router.get("/health/ready", summary="Models loaded and warmed, and not draining")
+@router.get(
+    "/health/ready", summary="Models loaded and warmed, and not draining", responses=error_responses(503)
+)
 async def ready(state: StateDep) -> JSONResponse:
     if state.ready:
         assert state.runtime is not None
@@ -26,6 +32,12 @@ async def ready(state: StateDep) -> JSONResponse:
     return JSONResponse(body, status_code=503, headers={"Retry-After": "1"})
 
 
-@router.get("/metrics", summary="Prometheus metrics")
-async def metrics(state: StateDep) -> Response:
+METRICS_BODY: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"text/plain": {"schema": {"type": "string"}}}, "description": "Prometheus text"}
+}
+
+
+@router.get("/metrics", summary="Prometheus metrics", response_class=Response, responses=METRICS_BODY)
+async def metrics(request: Request, state: StateDep) -> Response:
+    request.app.state.process_stats.update()  # this worker's values, fresh for this scrape
     return Response(state.metrics.render(), media_type=CONTENT_TYPE_LATEST)

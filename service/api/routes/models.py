@@ -5,7 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter
+from starlette.requests import Request
 
+from service.api.auth import is_admin
+from service.api.openapi import error_responses
 from service.api.routes.deps import RuntimeDep
 
 router = APIRouter()
@@ -29,8 +32,29 @@ REPORTED = (
 )
 
 
-@router.get("/v1/models", summary="Loaded models and versions")
-async def list_models(runtime: RuntimeDep) -> dict[str, Any]:
+ADMIN_ONLY = ("settings", "refused_files", "state")  # and each version's "source": server paths
+
+
+@router.get(
+    "/v1/models",
+    summary="Loaded models and versions",
+    description="Checkpoint file paths, refused files and the effective settings are shown only to "
+    "requests that carry the admin token.",
+    responses=error_responses(503),
+)
+async def list_models(request: Request, runtime: RuntimeDep) -> dict[str, Any]:
+    listing = describe_models(runtime)
+    return listing if is_admin(request.headers, runtime.settings) else public_view(listing)
+
+
+def public_view(listing: dict[str, Any]) -> dict[str, Any]:
+    """The listing without what only an operator should see: server paths and settings."""
+    public = {key: value for key, value in listing.items() if key not in ADMIN_ONLY}
+    public["data"] = [{k: v for k, v in item.items() if k != "source"} for item in listing.get("data", [])]
+    return public
+
+
+def describe_models(runtime: RuntimeDep) -> dict[str, Any]:
     backbone = runtime.backbone
     listing = runtime.registry.describe()
     listing["refused_files"] = dict(runtime.watcher.errors) if runtime.watcher is not None else {}

@@ -8,6 +8,7 @@ package data in service/api/ui/ and nothing is fetched from elsewhere (the CSP s
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from fastapi import APIRouter
 from starlette.responses import FileResponse, RedirectResponse
@@ -24,6 +25,23 @@ HEADERS = {
 }
 
 router = APIRouter(include_in_schema=False)
+
+
+root_router = APIRouter()
+REDIRECT: dict[int | str, dict[str, Any]] = {
+    307: {"description": "To the /ui playground", "headers": {"Location": {"schema": {"type": "string"}}}}
+}
+
+
+@root_router.get(
+    "/",
+    summary="Redirects to the /ui playground",
+    response_class=RedirectResponse,
+    status_code=307,
+    responses=REDIRECT,
+)
+async def root_redirect() -> RedirectResponse:
+    return RedirectResponse("ui/", status_code=307)  # relative: works under a path prefix too
 
 
 @router.get("/ui")

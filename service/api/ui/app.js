@@ -175,7 +175,7 @@ async function classify(event) {
   try {
     const files = state.files.slice();
     const started = performance.now();
-    const response = await fetch(API.classify, { method: "POST", body: buildForm() });
+    const response = await fetch(API.classify, { method: "POST", body: buildForm(), headers: keyHeaders() });
     const elapsed = performance.now() - started;
     if (!response.ok) {
       showError(await readError(response));
@@ -222,6 +222,12 @@ function renderModels(listing) {
   $("models-status").textContent = `${n} model${n === 1 ? "" : "s"} loaded; default: ${listing.default}.`;
 }
 
+// With API keys on (docs/OPERATIONS.md), /classify and /v1/models need one; sent as a bearer token.
+function keyHeaders() {
+  const key = $("api-key").value.trim();
+  return key ? { Authorization: `Bearer ${key}` } : {};
+}
+
 function isDefault(listing, model) {
   return listing.default === model.name || listing.aliases[listing.default] === model.name;
 }
@@ -229,7 +235,7 @@ function isDefault(listing, model) {
 async function loadModels() {
   $("models-status").textContent = "Loading…";
   try {
-    const response = await fetch(API.models, { cache: "no-store" });
+    const response = await fetch(API.models, { cache: "no-store", headers: keyHeaders() });
     if (!response.ok) {
       $("models-status").textContent = await readError(response);
       return;
@@ -279,6 +285,7 @@ document.addEventListener("DOMContentLoaded", () => {
   $("classify-form").addEventListener("submit", classify);
   $("admin-form").addEventListener("submit", setDefault);
   $("refresh-models").addEventListener("click", loadModels);
+  $("api-key").addEventListener("change", loadModels);
   updateLabelStatus();
   setFiles($("images").files);
   loadModels();

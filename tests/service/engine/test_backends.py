@@ -14,6 +14,7 @@ from models.backbone import Backbone, build_backbone
 from models.onnx_export import export_image_encoder, stock_image_encoder
 from tests.service.conftest import (
     CLASSES,
+    admin_headers,
     assert_matches,
     image_bytes,
     make_learner,
@@ -36,7 +37,7 @@ def test_onnx_backend_exports_once_and_matches_torch(tmp_path: Path, tiny_backbo
     images = [image_bytes(seed) for seed in range(3)]
     settings = server_settings(tmp_path / "ckpt", backend="onnx", onnx_path=onnx_path)
     with running(settings) as server, httpx.Client(base_url=server.url, timeout=30) as client:
-        backend = client.get("/v1/models").json()["settings"]["backend"]
+        backend = client.get("/v1/models", headers=admin_headers()).json()["settings"]["backend"]
         zeroshot = client.post("/classify", **multipart(images, LABELS))
         pets = client.post("/classify", **multipart(images, model="pets"))
     exported_at = onnx_path.stat().st_mtime_ns
