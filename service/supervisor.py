@@ -26,11 +26,13 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import signal
 import socket
 import sys
 import tempfile
 import threading
 from pathlib import Path
+from types import FrameType
 
 import uvicorn
 from uvicorn.config import STARTUP_FAILURE
@@ -63,6 +65,7 @@ class WorkerProcess(Process):
         from service.server import DrainingServer
 
         configure_logging(str(self.config.log_level), self.settings.log_format)
+        self.config.configure_logging()  # again after ours: uvicorn's access log stays off
         app = create_app(self.settings)
         self.config.app = app
         server = self._server = DrainingServer(self.config, app.state.clipserve)
@@ -81,6 +84,13 @@ class Supervisor(Multiprocess):
         super().__init__(config, [])
         self.settings = settings
         self.failed_start = False
+        # uvicorn queues signals and looks every 0.5 s; stop at once, so that every worker starts
+        # draining (readiness 503) as soon as the service is told to stop, as one process does.
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self.stop_now)
+
+    def stop_now(self, sig: int, frame: FrameType | None) -> None:
+        self.should_exit.set()  # the supervisor's loop ends and SIGTERMs every worker
 
     def new_process(self) -> WorkerProcess:
         process = WorkerProcess(self.config, self.settings)

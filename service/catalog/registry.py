@@ -162,7 +162,6 @@ class Registry:
             needed = self._needed(new, loaded)
             if needed:
                 return needed
-            self._check_default_or_conflict(new)
             if new != current or raw is None:
                 new = replace(new, generation=current.generation + 1)
                 raw = encode(new)
@@ -175,7 +174,6 @@ class Registry:
     async def _change_in_memory(self, edit: Edit, loaded: dict[Key, Loaded]) -> None:
         new = edit(self.state)
         loaded |= await self._load_or_conflict(self._needed(new, loaded))
-        self._check_default_or_conflict(new)
         self._switch(new, loaded)
 
     async def sync(self, strict: bool = False) -> None:
@@ -255,13 +253,10 @@ class Registry:
         except StateError as error:
             raise Conflict(f"the state cannot be applied: {error}") from error
 
-    def _check_default_or_conflict(self, state: ModelState) -> None:
-        try:
-            self._check_default(state)
-        except StateError as error:
-            raise Conflict(str(error)) from error
-
     def _check_default(self, state: ModelState) -> None:
+        """A state read from the file must resolve the default; a change needs no check here (the
+        transitions refuse to remove the default, and at start-up the top-level files are recorded
+        one by one before the default's own file may be: service.runtime checks it afterwards)."""
         default = state.default or self.fallback_default
         target = state.target(default)
         if target != ZEROSHOT_MODEL and target not in state.models:

@@ -122,6 +122,19 @@ def _ready(url: str, workers: set[str]) -> set[str]:
     return workers
 
 
+async def _readiness_after_signal(url: str) -> int:
+    """Readiness as a balancer's probes see it (a new connection each) within the 1 s grace period:
+    503 once the signal has reached the process (with --workers, every worker)."""
+    status = 0
+    for _ in range(30):
+        async with httpx.AsyncClient(base_url=url, timeout=5) as probe:
+            status = (await probe.get("/health/ready")).status_code
+        if status == 503:
+            return status
+        await asyncio.sleep(0.02)
+    return status
+
+
 async def _drain_scenario(
     url: str, process: subprocess.Popen
 ) -> tuple[list[httpx.Response], httpx.Response, int]:
@@ -135,11 +148,8 @@ async def _drain_scenario(
                 break
             await asyncio.sleep(0.01)
         process.send_signal(signal.SIGTERM)
-        await asyncio.sleep(0.1)
-        async with httpx.AsyncClient(
-            base_url=url, timeout=5
-        ) as fresh:  # a new connection, as a balancer's probe
-            ready = (await fresh.get("/health/ready")).status_code
+        ready = await _readiness_after_signal(url)
+        async with httpx.AsyncClient(base_url=url, timeout=5) as fresh:  # a new connection
             during_grace = await fresh.post("/classify", **multipart([blob], ["a", "b"]))
         started = time.monotonic()
         answers = await asyncio.gather(*in_flight)

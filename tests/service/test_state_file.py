@@ -176,3 +176,14 @@ def test_a_folder_where_the_state_cannot_be_written_refuses_changes_and_serves_i
     assert change.status_code == 409 and "Read-only file system" in change.json()["error"]["message"]
     assert next(m for m in sha if m["name"] == "pets")["sha256"] == file_sha256(folder / "pets.safetensors")
     assert not (folder / STATE_FILE).exists()
+
+
+def test_start_up_records_every_top_level_file_before_ready_whatever_the_default(
+    folder: Path, tiny_backbone: Backbone
+) -> None:
+    """The default's own file may come after others: recording those must not wait for it."""
+    write_checkpoint(folder / "a-first.safetensors", make_learner(tiny_backbone, seed=5))
+    with running(server_settings(folder, default_model="pets")) as server:
+        ready = httpx.get(server.url + "/health/ready").json()
+    assert ready["models"] == ["a-first", "pets", "zeroshot"]
+    assert set(json.loads((folder / STATE_FILE).read_text())["models"]) == {"a-first", "pets"}
