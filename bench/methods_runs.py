@@ -100,7 +100,7 @@ class Runner:
         """One linear probe per seed, on the same K-shot draw the prompt methods get."""
         probes = []
         for seed in self.scale.seeds:
-            sampled, _ = prepare_data(self.request("coop", data, shots, subset, seed, ""))
+            sampled = prepare_data(self.request("coop", data, shots, subset, seed, "")).train
             features, labels = self.features(sampled)
             probes.append(LinearProbe(features, labels, len(sampled.keys)))
         return probes

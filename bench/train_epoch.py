@@ -129,7 +129,8 @@ def bench_method(
         options = LoopOptions(
             Path(run_dir), num_workers=args.workers, resume=False, step_hook=timer, log_every=50
         )
-        result = train(learner, data, {"main": hp}, DistContext(device=device), options)
+        stages = {stage: hp for stage in learner.training_stages}  # the loop reads hparams per stage
+        result = train(learner, data, stages, DistContext(device=device), options)
     step = statistics.median(timer.intervals) if timer.intervals else result.seconds / max(result.steps, 1)
     text = text_encoder_seconds(learner, device)
     return {

@@ -119,7 +119,7 @@ class Metrics:
         )
         self.inflight = Gauge(
             "clipserve_inflight_requests",
-            "/classify requests in progress" + SUMMED,
+            "Inference requests in progress (/classify, /, /v1/embeddings, /v2 infer)" + SUMMED,
             registry=r,
             multiprocess_mode="livesum",
         )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass, field
 
 import torch
@@ -48,7 +49,7 @@ class Runtime:
     registry: Registry
     zeroshot_templates: tuple[str, ...]
     watcher: Watcher | None = None
-    inflight: int = 0  # /classify requests admitted and not yet answered
+    inflight: int = 0  # inference requests admitted and not yet answered (service.api.admission)
     sampler: asyncio.Task[None] | None = None  # GPU memory gauges, with several workers
 
     async def close(self) -> None:
@@ -71,6 +72,9 @@ class State:
     draining: bool = False
     error: str | None = None
     task: asyncio.Task[None] | None = None
+    # When the service started (with several workers: the supervisor): the built-in zeroshot
+    # model's `created`, the same in every worker.
+    started: int = field(default_factory=lambda: int(time.time()))
 
     @property
     def ready(self) -> bool:
@@ -87,7 +91,7 @@ class State:
 
     async def load(self) -> None:
         try:
-            self.runtime = await start_runtime(self.settings, self.metrics)
+            self.runtime = await start_runtime(self.settings, self.metrics, self.started)
         except Exception as error:
             self.error = f"start-up failed: {error}"
             log.exception("start-up failed")
@@ -103,7 +107,7 @@ class State:
             self.runtime = None
 
 
-async def start_runtime(settings: Settings, metrics: Metrics) -> Runtime:
+async def start_runtime(settings: Settings, metrics: Metrics, started: int) -> Runtime:
     templates = resolve_templates(settings.zeroshot_templates)
     backbone = await asyncio.to_thread(load_backbone, settings)
     encoder = await asyncio.to_thread(build_image_encoder, settings, backbone)  # ONNX export, CUDA graphs
@@ -113,7 +117,7 @@ async def start_runtime(settings: Settings, metrics: Metrics) -> Runtime:
     batcher = Batcher(encoder, backbone.preprocessing, backbone.device, config, metrics)
     text = TextCache(settings.text_cache_entries, metrics)
     life = Lifecycle(backbone, batcher, text, metrics)
-    registry = Registry(life, settings.checkpoint_dir, settings.default_model, metrics)
+    registry = Registry(life, settings.checkpoint_dir, settings.default_model, metrics, started)
     metrics.model_info.source = lambda: [
         (v.model, str(v.number), v.method, v.sha256) for v in registry.active.values()
     ]

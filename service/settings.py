@@ -11,6 +11,8 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from models.defaults import DEFAULT_ARCH, DEFAULT_PRETRAINED
+
 RANDOM_WEIGHTS = "random"
 ZEROSHOT_MODEL = "zeroshot"
 # Secrets come from the environment only (never a flag: it would show in `ps`) and are never logged.
@@ -26,11 +28,11 @@ class Settings(BaseSettings):
 
     # -- backbone
     arch: str = Field(
-        default="ViT-B-16-quickgelu",
+        default=DEFAULT_ARCH,
         description="open_clip architecture; -quickgelu variants match OpenAI weights (training default)",
     )
     pretrained: str = Field(
-        default="openai",
+        default=DEFAULT_PRETRAINED,
         description="open_clip pretrained tag, a local weights file, or 'random' (meaningless answers; "
         "for the tiny test models)",
     )
@@ -66,8 +68,9 @@ class Settings(BaseSettings):
     max_inflight_requests: int = Field(
         default=256,
         ge=1,
-        description="/classify requests admitted at once; more get 429 at once (bounds the work queued "
-        "ahead of the batcher: HTTP parsing and decoding, when those and not the encoder are the limit)",
+        description="inference requests (/classify, /, /v1/embeddings, /v2 infer) admitted at once; more "
+        "get 429 at once (bounds the work queued ahead of the batcher: HTTP parsing and decoding, when "
+        "those and not the encoder are the limit)",
     )
     request_timeout_s: float = Field(default=10.0, gt=0, description="per-request deadline; past it 504")
 

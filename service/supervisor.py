@@ -31,6 +31,7 @@ import socket
 import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
 from types import FrameType
 
@@ -52,8 +53,8 @@ HEALTHCHECK_TIMEOUT_S = 30
 class WorkerProcess(Process):
     """uvicorn's worker process, serving clipserve's app and shutdown (built in the child)."""
 
-    def __init__(self, config: uvicorn.Config, settings: Settings) -> None:
-        self.settings = settings
+    def __init__(self, config: uvicorn.Config, settings: Settings, started: int) -> None:
+        self.settings, self.started = settings, started
         super().__init__(config, [])
 
     def target(self, sockets: list[socket.socket] | None = None) -> None:  # runs in the child
@@ -66,7 +67,7 @@ class WorkerProcess(Process):
 
         configure_logging(str(self.config.log_level), self.settings.log_format)
         self.config.configure_logging()  # again after ours: uvicorn's access log stays off
-        app = create_app(self.settings)
+        app = create_app(self.settings, self.started)
         self.config.app = app
         server = self._server = DrainingServer(self.config, app.state.clipserve)
         # bound now, listening once the app's start-up (loading and warming) is done
@@ -83,6 +84,7 @@ class Supervisor(Multiprocess):
     def __init__(self, config: uvicorn.Config, settings: Settings) -> None:
         super().__init__(config, [])
         self.settings = settings
+        self.started = int(time.time())  # the zeroshot model's `created` in every worker
         self.failed_start = False
         # uvicorn queues signals and looks every 0.5 s; stop at once, so that every worker starts
         # draining (readiness 503) as soon as the service is told to stop, as one process does.
@@ -93,7 +95,7 @@ class Supervisor(Multiprocess):
         self.should_exit.set()  # the supervisor's loop ends and SIGTERMs every worker
 
     def new_process(self) -> WorkerProcess:
-        process = WorkerProcess(self.config, self.settings)
+        process = WorkerProcess(self.config, self.settings, self.started)
         process.start()
         return process
 

@@ -77,6 +77,37 @@ def reduce_step(
     return total_loss / max(total, 1), total
 
 
+class _GatherRows(torch.autograd.Function):
+    """all_gather along dim 0 of row blocks whose sizes may differ by rank (each is padded to the
+    largest for the collective, then trimmed). The backward sums the incoming gradients over
+    ranks and hands each rank the rows it contributed; works on gloo and NCCL alike."""
+
+    @staticmethod
+    def forward(ctx, local: torch.Tensor, sizes: tuple[int, ...], rank: int) -> torch.Tensor:
+        padded = local.new_zeros((max(sizes), *local.shape[1:]))
+        padded[: len(local)] = local
+        parts = [torch.empty_like(padded) for _ in sizes]
+        dist.all_gather(parts, padded)
+        ctx.start, ctx.rows = sum(sizes[:rank]), sizes[rank]
+        return torch.cat([part[:size] for part, size in zip(parts, sizes, strict=True)])
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad)
+        return grad[ctx.start : ctx.start + ctx.rows], None, None
+
+
+def gather_rows(local: torch.Tensor, sizes: tuple[int, ...], ctx: DistContext) -> torch.Tensor:
+    """[sizes[rank], ...] on each rank -> [sum(sizes), ...], rank 0's rows first; differentiable."""
+    if not ctx.distributed:
+        return local
+    if len(sizes) != ctx.world_size or len(local) != sizes[ctx.rank]:
+        raise ValueError(f"rank {ctx.rank} holds {len(local)} rows; the shares say {sizes}")
+    gathered: torch.Tensor = _GatherRows.apply(local, tuple(sizes), ctx.rank)
+    return gathered
+
+
 def barrier(ctx: DistContext) -> None:
     if ctx.distributed:
         dist.barrier()

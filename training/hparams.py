@@ -1,5 +1,6 @@
 """Training hyperparameters: Dassl's defaults, each method's published settings as DATA, and the
 user's overrides on top. The loop never asks which method it trains; it reads a Hyperparameters.
+Each field is also a `clipserve train` option (training/options.py); no torch import here.
 
 Sources: methods.md §7 (the reference configs and scripts). Batch size and lr were tuned together
 (CoCoOp bs 1, MaPLe/GOPro bs 4): when changing one, rescale or retune the other.
@@ -9,32 +10,50 @@ from __future__ import annotations
 
 import logging
 from dataclasses import asdict, dataclass, fields, replace
-from typing import Any
+from typing import Any, Literal, get_args
 
-from models.prompts.base import DEFAULT_STAGE
+from training.options import option
 
 log = logging.getLogger(__name__)
 
-OPTIMIZERS = ("sgd", "adamw")
-SCHEDULERS = ("cosine", "constant")
+Optimizer = Literal["sgd", "adamw"]
+Scheduler = Literal["cosine", "constant"]
+Augmentation = Literal["rrc_flip", "flip", "none"]
+OPTIMIZERS: tuple[str, ...] = get_args(Optimizer)
+SCHEDULERS: tuple[str, ...] = get_args(Scheduler)
+AUGMENTATIONS: tuple[str, ...] = get_args(Augmentation)
 
 
 @dataclass(frozen=True)
 class Hyperparameters:
     """Dassl defaults (dassl/config/defaults.py) as used by the CoOp family."""
 
-    epochs: int = 200
-    batch_size: int = 32  # global, over all processes
-    optimizer: str = "sgd"
-    lr: float = 0.002
-    weight_decay: float = 5e-4  # applied to the prompts too, as Dassl does
-    momentum: float = 0.9
-    scheduler: str = "cosine"  # stepped once per epoch, like Dassl
-    warmup_epochs: int = 1  # "constant" warmup: lr = warmup_lr for these epochs
-    warmup_lr: float = 1e-5
-    max_grad_norm: float | None = None  # the references do not clip; set it to clip the global norm
-    augment: str = "rrc_flip"  # see training.data.transforms.AUGMENTATIONS
-    rrc_scale: tuple[float, float] = (0.08, 1.0)
+    epochs: int = option(
+        "training epochs (CoOp: 50/100/100/200/200 for 1/2/4/8/16 shots; use 50 for ImageNet). A "
+        "finished run given more epochs continues from its state",
+        200,
+    )
+    batch_size: int = option("GLOBAL batch size, split over processes", 32)
+    optimizer: Optimizer = option("sgd (momentum, Dassl) or adamw", "sgd")
+    lr: float = option("base learning rate (CoOp 0.002, MaPLe 0.0035)", 0.002)
+    weight_decay: float = option("weight decay, applied to the prompts too, as Dassl does (5e-4)", 5e-4)
+    momentum: float = option("SGD momentum (0.9)", 0.9)
+    scheduler: Scheduler = option(
+        "per-epoch lr schedule after warmup, stepped once per epoch (cosine)", "cosine"
+    )
+    warmup_epochs: int = option("epochs at the constant warmup lr (1)", 1)
+    warmup_lr: float = option("the constant warmup lr (1e-5)", 1e-5)
+    max_grad_norm: float | None = option(
+        "clip the global gradient norm to this (off by default, as in the reference code)", None
+    )
+    augment: Augmentation = option(
+        "rrc_flip: random resized crop + flip (Dassl); flip: flip only; none: eval preprocessing, "
+        "and stock image features are then computed once and cached when the method allows",
+        "rrc_flip",
+    )
+    rrc_scale: tuple[float, float] = option(
+        "random-resized-crop area range (0.08 1.0)", (0.08, 1.0), metavar=("MIN", "MAX")
+    )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -71,7 +90,7 @@ def resolve(
     method: str,
     shots: int | None = None,
     overrides: dict[str, Any] | None = None,
-    stage: str = DEFAULT_STAGE,
+    stage: str | None = None,
 ) -> Hyperparameters:
     """Dassl defaults < the method's table entry < its stage's entry < the user's overrides."""
     table = METHOD_DEFAULTS.get(method)
@@ -97,6 +116,8 @@ def _known(values: dict[str, Any]) -> dict[str, Any]:
 
 
 def validate(hp: Hyperparameters) -> Hyperparameters:
+    if hp.augment not in AUGMENTATIONS:
+        raise ValueError(f"augment must be one of {AUGMENTATIONS}, got {hp.augment!r}")
     if hp.optimizer not in OPTIMIZERS:
         raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {hp.optimizer!r}")
     if hp.scheduler not in SCHEDULERS:

@@ -1,7 +1,7 @@
 """JSON-lines metrics: one object per line, flushed as written, so a killed run leaves a readable
-file. Only the main process writes. On resume, lines of the epoch that was cut short are dropped
-and a "resume" line is added, so the epoch and step records of a resumed run equal those of an
-uninterrupted one (up to timings)."""
+file. Only the main process writes. On resume, lines of the epoch (episode) that was cut short are
+dropped and a "resume" line is added, so the epoch and step records of a resumed run equal those of
+an uninterrupted one (up to timings)."""
 
 from __future__ import annotations
 
@@ -29,22 +29,23 @@ class MetricsLog:
         if self.enabled:
             self.path.unlink(missing_ok=True)
 
-    def truncate_to(self, stage_index: int, epoch: int) -> None:
-        """Keep the records of epochs completed before (stage_index, epoch), and run-level ones."""
+    def truncate_to(self, unit: str, stage_index: int, completed: int) -> None:
+        """Keep the records of units ("epoch", "episode") finished before (stage_index, completed),
+        and run-level ones."""
         if not self.enabled or not self.path.is_file():
             return
         kept = [
             line
             for line in self.path.read_text(encoding="utf-8").splitlines()
-            if line.strip() and _before(json.loads(line), stage_index, epoch)
+            if line.strip() and _before(json.loads(line), unit, stage_index, completed)
         ]
         self.path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
 
 
-def _before(record: dict[str, Any], stage_index: int, epoch: int) -> bool:
-    if "epoch" not in record:  # run-level events (start, resume, skipped images) are kept
+def _before(record: dict[str, Any], unit: str, stage_index: int, completed: int) -> bool:
+    if unit not in record:  # run-level events (start, resume, skipped images) are kept
         return True
-    return (record.get("stage_index", 0), record["epoch"]) < (stage_index, epoch)
+    return (record.get("stage_index", 0), record[unit]) < (stage_index, completed)
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:

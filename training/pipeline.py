@@ -1,12 +1,13 @@
-"""`clipserve train` as a function: folder/CSV -> few-shot sample -> backbone + learner -> the
-loop -> a servable checkpoint. One call per seed; each seed gets its own run directory."""
+"""`clipserve train` as a function: folder/CSV -> validation split and few-shot sample -> backbone
++ learner -> the loop -> a servable checkpoint. One call per seed; each seed gets its own run
+directory. What the run is given is a TrainRequest (training/requests.py), declared once."""
 
 from __future__ import annotations
 
 import json
 import logging
 import platform
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +18,16 @@ from models.checkpoint import save_checkpoint
 from models.prompts import PromptLearner
 from training.checkpoints import CHECKPOINT_FILE
 from training.data import LabeledImages, load_dataset, sample_few_shot, select_subset
+from training.data.heldout import align_classes, hold_out
 from training.distributed import DistContext, barrier, broadcast_parameters
 from training.hparams import Hyperparameters, resolve
-from training.learners import learner_config, method_class
-from training.loop import LoopOptions, StepInfo, TrainResult, train
+from training.learners import learner_config, method_class, weights_file
+from training.loop import LoopOptions, StepInfo, TrainResult, check_resume, train
+from training.options import fingerprinted
+from training.requests import TrainRequest
+from training.runlog import require_tensorboard
 from training.state import fingerprint
+from training.validation import Validator
 
 log = logging.getLogger(__name__)
 
@@ -30,97 +36,106 @@ CONFIG_FILE = "config.json"
 
 
 @dataclass
-class TrainRequest:
-    data: str
-    out: str
-    method: str = "coop"
-    classnames: str | None = None
-    # Classes with a name but no images (SHIP synthesises their features); appended to the label space.
-    label_only_classes: list[str] = field(default_factory=list)
-    shots: int | None = 16
-    subset: str = "all"  # all | base | new
-    seed: int = 1
-    arch: str = "ViT-B-16-quickgelu"
-    pretrained: str | None = "openai"
-    backbone_seed: int = 0  # only for random weights
-    precision: str = "auto"  # backbone weights: bf16 on CUDA, fp32 on CPU
-    learner: dict[str, Any] = field(default_factory=dict)  # method config overrides
-    hparams: dict[str, Any] = field(default_factory=dict)  # Hyperparameters overrides
-    num_workers: int = 4
-    progress: bool = True
-    resume: bool = True
-    cache_features: bool = True
-    log_every: int = 20
+class PreparedData:
+    train: LabeledImages  # the few-shot sample
+    validation: LabeledImages | None
+    split: dict[str, Any]  # what split.json records
 
 
 def run_training(
     request: TrainRequest, ctx: DistContext, step_hook: Any = None, backbone: Backbone | None = None
 ) -> tuple[Path, TrainResult]:
     """Train one seed; returns the checkpoint path (written by the main process) and the result."""
+    check_request(request)
     run_dir = Path(request.out)
-    data, sample_record = prepare_data(request)
+    data = prepare_data(request)
     backbone = backbone or build_backbone(
         request.arch, request.pretrained, _precision(request, ctx), ctx.device, request.backbone_seed
     )
-    learner = build_learner(request, backbone, [*data.classnames, *request.label_only_classes], ctx)
+    learner = build_learner(request, backbone, [*data.train.classnames, *request.label_only_classes], ctx)
     hparams = {
         stage: resolve(request.method, request.shots, request.hparams, stage)
         for stage in learner.training_stages
     }
     settings = run_settings(request, backbone, data, hparams, learner)
+    options = loop_options(request, fingerprint(identity_of(settings)), data, step_hook)
+    check_resume(options, [hp.epochs for hp in hparams.values()], list(hparams))  # refuse before writing
     if ctx.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        _write_json(run_dir / SPLIT_FILE, sample_record)
-        _write_json(run_dir / CONFIG_FILE, {**settings, "versions": _versions()})
+        _write_json(run_dir / SPLIT_FILE, data.split)
+        _write_json(run_dir / CONFIG_FILE, run_config(request, settings))
     barrier(ctx)
-    result = train(learner, data, hparams, ctx, loop_options(request, fingerprint(settings), step_hook))
+    result = train(learner, data.train, hparams, ctx, options)
     path = run_dir / CHECKPOINT_FILE
     if ctx.is_main:
-        save_checkpoint(
-            path,
-            learner.eval().serving_learner().to_checkpoint(provenance=provenance(run_dir, settings, result)),
-        )
+        write_checkpoint(path, learner, request, settings, result, data.validation)
     barrier(ctx)
     return path, result
 
 
-def loop_options(request: TrainRequest, run_fingerprint: str, step_hook: Any) -> LoopOptions:
+def write_checkpoint(
+    path: Path,
+    learner: PromptLearner,
+    request: TrainRequest,
+    settings: dict[str, Any],
+    result: TrainResult,
+    validation: LabeledImages | None,
+) -> None:
+    """The servable checkpoint of the weights --keep chose, saying which epoch they are."""
+    training = keep_weights(learner, request.keep, result, validation)
+    provenance = checkpoint_provenance(request, settings, result, training)
+    save_checkpoint(path, learner.eval().serving_learner().to_checkpoint(provenance=provenance))
+
+
+def check_request(request: TrainRequest) -> None:
+    """Refuse contradictory options before any work starts."""
+    if request.val is not None and request.val_fraction:
+        raise ValueError("give --val or --val-fraction, not both")
+    if request.keep == "best" and request.val is None and not request.val_fraction:
+        raise ValueError("--keep best needs a validation set: --val PATH or --val-fraction F")
+    if request.val_every < 1:
+        raise ValueError(f"--val-every must be >= 1, got {request.val_every}")
+    if request.tensorboard is not None:
+        require_tensorboard()
+
+
+def loop_options(
+    request: TrainRequest, run_fingerprint: str, data: PreparedData, step_hook: Any
+) -> LoopOptions:
+    """The loop's options are the request's of the same name (one declaration, no copying by hand)."""
+    names = {f.name for f in fields(LoopOptions)} & {f.name for f in fields(TrainRequest)}
+    validator = None
+    if data.validation is not None:
+        validator = Validator(data.validation, request.val_every, request.num_workers)
     return LoopOptions(
         run_dir=Path(request.out),
-        seed=request.seed,
         fingerprint=run_fingerprint,
-        num_workers=request.num_workers,
-        progress=request.progress,
-        log_every=request.log_every,
-        resume=request.resume,
-        cache_features=request.cache_features,
+        validator=validator,
         step_hook=step_hook,
+        **{name: getattr(request, name) for name in names},
     )
 
 
-def provenance(run_dir: Path, settings: dict[str, Any], result: TrainResult) -> dict[str, Any]:
-    """What the checkpoint header says about its origin; the image list itself is in split.json."""
-    return {
-        "run_dir": str(run_dir.resolve()),
-        "settings": {k: v for k, v in settings.items() if k != "data"},
-        "data_sha256": fingerprint({"data": settings["data"]}),
-        "versions": _versions(),
-        "result": _summary(result),
-    }
-
-
-def prepare_data(request: TrainRequest) -> tuple[LabeledImages, dict[str, Any]]:
+def prepare_data(request: TrainRequest) -> PreparedData:
     data = select_subset(load_dataset(request.data, request.classnames), request.subset)
+    validation = None
+    if request.val_fraction:
+        data, validation = hold_out(data, request.val_fraction)
+    elif request.val is not None:
+        validation = align_classes(load_dataset(request.val, request.classnames), data)
     sampled, record = sample_few_shot(data, request.shots, request.seed)
     if not sampled.records:
         raise ValueError(f"{request.data}: no readable training images")
-    summary = {
+    split = {
         "source": data.source,
         "subset": request.subset,
         "classes": data.keys,
         "classnames": data.classnames,
+        **record.to_dict(),
+        "validation": _records(validation) if validation is not None else None,
+        "validation_source": validation.source if validation is not None else None,
     }
-    return sampled, {**summary, **record.to_dict()}
+    return PreparedData(sampled, validation, split)
 
 
 def build_learner(
@@ -129,6 +144,9 @@ def build_learner(
     # The seed fixes the learner's initialisation (e.g. CoOp's random context); rank 0's is broadcast.
     torch.manual_seed(request.seed)
     overrides = dict(request.learner)
+    overrides.update(
+        {k: v for k, v in (("n_ctx", request.n_ctx), ("ctx_init", request.ctx_init)) if v is not None}
+    )
     if request.label_only_classes:
         # Only methods whose config has this field accept it; learner_config names the fields otherwise.
         overrides["label_only_classes"] = list(request.label_only_classes)
@@ -141,24 +159,81 @@ def build_learner(
 def run_settings(
     request: TrainRequest,
     backbone: Backbone,
-    data: LabeledImages,
+    data: PreparedData,
     hparams: dict[str, Hyperparameters],
     learner: PromptLearner,
 ) -> dict[str, Any]:
-    """Everything that defines the run's result (and so the resume fingerprint). Library versions
-    are recorded beside it, not in it: a resume after an upgrade is allowed."""
+    """Everything that defines the run's result: the options declared with fingerprint=True, and
+    what the rest resolve to (method config, hyperparameters per stage, backbone identity, the
+    images). Library versions are recorded beside it, not in it: a resume after an upgrade is allowed."""
     return {
-        "method": request.method,
+        **fingerprinted(request),
         "learner_config": asdict(learner.config),
         "hparams": {stage: hp.to_dict() for stage, hp in hparams.items()},
         "backbone": backbone.identity.to_dict(),
-        "seed": request.seed,
-        "shots": request.shots,
-        "subset": request.subset,
-        "data": [[r.path, r.label] for r in data.records],
-        "classnames": data.classnames,
-        "cache_features": request.cache_features,
+        "data": _records(data.train),
+        "classnames": data.train.classnames,
+        "validation": _records(data.validation) if data.validation is not None else None,
     }
+
+
+def identity_of(settings: dict[str, Any]) -> dict[str, Any]:
+    """The settings without the epochs per stage: a finished run given more epochs is the same run."""
+    hparams = {
+        stage: {k: v for k, v in hp.items() if k != "epochs"} for stage, hp in settings["hparams"].items()
+    }
+    return {**settings, "hparams": hparams}
+
+
+def run_config(request: TrainRequest, settings: dict[str, Any]) -> dict[str, Any]:
+    """config.json: the options as given, what they resolved to, and the versions that ran them."""
+    resolved = {k: v for k, v in settings.items() if k not in ("data", "validation")}
+    return {"options": asdict(request), "resolved": resolved, "versions": _versions()}
+
+
+def keep_weights(
+    learner: PromptLearner, keep: str, result: TrainResult, validation: LabeledImages | None
+) -> dict[str, Any]:
+    """Load the weights the checkpoint keeps into `learner`; returns what the header says of them."""
+    best = result.best
+    accuracy: float | None
+    if keep == "best" and best is None:
+        log.warning("--keep best: no validation accuracy was recorded; the checkpoint keeps the last epoch")
+    if keep == "best" and best is not None:
+        learner.load_state_dict(best.tensors)
+        epoch, accuracy, kept = best.completed, best.score, "best"
+    else:
+        epoch, accuracy, kept = result.planned[-1], result.last_score, "last"
+    stages = list(learner.training_stages)
+    return {
+        "keep": kept,
+        "stage": stages[-1],
+        "epoch": epoch,  # epochs of the last stage trained when these weights were taken
+        "epochs": result.planned[-1],
+        "final_loss": result.final_loss,
+        "validation": None
+        if validation is None
+        else {"accuracy": accuracy, "source": validation.source, "images_listed": len(validation)},
+    }
+
+
+def checkpoint_provenance(
+    request: TrainRequest, settings: dict[str, Any], result: TrainResult, training: dict[str, Any]
+) -> dict[str, Any]:
+    """What the checkpoint header says about its origin; the image lists themselves are in split.json."""
+    return {
+        "run_dir": str(Path(request.out).resolve()),
+        "settings": {k: v for k, v in settings.items() if k not in ("data", "validation")},
+        "data_sha256": fingerprint({"data": settings["data"]}),
+        "backbone_file": weights_file(request.pretrained),
+        "training": training,
+        "versions": _versions(),
+        "result": {"epochs_run": result.epochs_run, "steps": result.steps, "final_loss": result.final_loss},
+    }
+
+
+def _records(data: LabeledImages) -> list[list[Any]]:
+    return [[r.path, r.label] for r in data.records]
 
 
 def _versions() -> dict[str, str]:
@@ -170,10 +245,6 @@ def _precision(request: TrainRequest, ctx: DistContext) -> str:
         return request.precision
     # Frozen towers in bf16 on CUDA halve their memory traffic; learned tensors stay fp32.
     return "bf16" if ctx.device.type == "cuda" else "fp32"
-
-
-def _summary(result: TrainResult) -> dict[str, Any]:
-    return {"epochs_run": result.epochs_run, "steps": result.steps, "final_loss": result.final_loss}
 
 
 def _write_json(path: Path, data: Any) -> None:

@@ -23,20 +23,41 @@ def _pyplot() -> Any:
 
 
 def plot_training_curves(runs: dict[str, list[dict[str, Any]]], path: Path) -> Path | None:
-    """Loss and lr per epoch, one line per run (seed), from their metrics.jsonl records."""
+    """Loss and lr per epoch, and the validation accuracy where it was scored, one line per run
+    (seed), from their metrics.jsonl records."""
     epochs = {name: [r for r in records if r.get("event") == "epoch"] for name, records in runs.items()}
     if not any(epochs.values()):
         return None
+    validation = {name: validation_points(records, epochs[name]) for name, records in runs.items()}
     plt = _pyplot()
-    figure, (loss_axis, lr_axis) = plt.subplots(1, 2, figsize=(10, 3.6))
+    panels = 3 if any(validation.values()) else 2
+    figure, axes = plt.subplots(1, panels, figsize=(5 * panels, 3.6))
+    loss_axis, lr_axis = axes[0], axes[1]
     for name, records in epochs.items():
         x = list(range(1, len(records) + 1))
         loss_axis.plot(x, [r["loss"] for r in records], marker=".", label=name)
         lr_axis.plot(x, [r["lr"] for r in records], marker=".", label=name)
+        if panels == 3 and validation[name]:
+            axes[2].plot(*zip(*validation[name], strict=True), marker="o", label=name)
     loss_axis.set(title="training loss", xlabel="epoch", ylabel="cross-entropy (mean)")
     lr_axis.set(title="learning rate", xlabel="epoch", ylabel="lr")
+    if panels == 3:
+        axes[2].set(title="validation accuracy", xlabel="epoch", ylabel="top-1 accuracy (%)")
+        low, high = axes[2].get_ylim()
+        axes[2].set_ylim(max(low, 0.0), min(high, 100.5))  # percentages: no axis past 100
     loss_axis.legend(fontsize="small")
     return _save(plt, figure, path)
+
+
+def validation_points(records: list[dict[str, Any]], epochs: list[dict[str, Any]]) -> list[tuple[int, float]]:
+    """(x, accuracy) of each validation record, x being the position of its epoch among `epochs`
+    (stages follow each other on one axis)."""
+    position = {(r.get("stage_index", 0), r["epoch"]): i + 1 for i, r in enumerate(epochs)}
+    return [
+        (position[(r.get("stage_index", 0), r["epoch"])], r["accuracy"])
+        for r in records
+        if r.get("event") == "validation" and (r.get("stage_index", 0), r["epoch"]) in position
+    ]
 
 
 def plot_per_class_accuracy(classnames: list[str], accuracy: list[float], title: str, path: Path) -> Path:

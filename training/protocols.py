@@ -17,14 +17,15 @@ import math
 import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, get_args
 
 from models.prompts import PromptLearner
 from training.data.fewshot import base_new_split
 from training.data.sources import LabeledImages
 from training.evaluate import SetResult, evaluate
+from training.requests import EvalMode
 
-MODES = ("few-shot", "base-to-new", "cross-dataset", "domain-shift")
+MODES: tuple[str, ...] = get_args(EvalMode)
 
 Evaluator = Callable[[PromptLearner, LabeledImages], SetResult]
 

@@ -8,12 +8,13 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
@@ -21,10 +22,11 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.api.access import RequestContext
-from service.api.admission import ADMITTED_PATH, Admission
+from service.api.admission import ADMITTED_PATHS, Admission
 from service.api.auth import RequireKeys
+from service.api.error_shape import error_body
 from service.api.openapi import install_openapi
-from service.api.routes import admin, classify, docs, health, models, ui
+from service.api.routes import admin, classify, docs, embeddings, health, hf, models, open_inference, ui
 from service.errors import ServiceError
 from service.metrics import Metrics
 from service.process_stats import ProcessStats
@@ -32,7 +34,7 @@ from service.runtime import State
 from service.settings import Settings
 
 log = logging.getLogger("clipserve")
-UNMETERED = {"/health/live", "/health/ready", "/metrics"}
+UNMETERED = {"/health/live", "/health/ready", "/metrics", "/v2/health/live", "/v2/health/ready"}
 REJECTION_REASONS = {
     400: "bad_input",
     404: "not_found",
@@ -45,8 +47,11 @@ REJECTION_REASONS = {
 }
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, started: int | None = None) -> FastAPI:
+    """`started`: when the service started (the supervisor passes its own to every worker)."""
     state = State(settings if settings is not None else Settings())
+    if started is not None:
+        state.started = started
 
     process_stats = ProcessStats(state.metrics)
 
@@ -78,6 +83,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.process_stats = process_stats
     routers = (
         classify.router,
+        hf.router,
+        embeddings.router,
+        open_inference.router,
         models.router,
         admin.router,
         health.router,
@@ -89,15 +97,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(router)
     install_error_handlers(app, state.metrics)
     install_openapi(app, state.settings)
-    install_middleware(app, state)
+    install_middleware(app, state, routers)
     return app
 
 
-def install_middleware(app: FastAPI, state: State) -> None:
+def install_middleware(app: FastAPI, state: State, routers: Sequence[APIRouter]) -> None:
     """Outermost first: request id and access log, request metrics (they see every refusal), CORS
     (preflights answered before any key check), API keys, admission (before the body is read)."""
-    classify_route = next(r for r in classify.router.routes if getattr(r, "path", None) == ADMITTED_PATH)
-    app.add_middleware(Admission, state=state, route=classify_route)
+    # From the routers themselves: this FastAPI includes them lazily, so app.router.routes holds
+    # wrappers, not the routes (no prefixes are used, so their patterns match the request path).
+    routes = [route for router in routers for route in router.routes if isinstance(route, APIRoute)]
+    admitted = [route for route in routes if route.path in ADMITTED_PATHS and "POST" in (route.methods or ())]
+    assert {route.path for route in admitted} == ADMITTED_PATHS, "an admitted path has no POST route"
+    app.add_middleware(Admission, state=state, routes=admitted)
     app.add_middleware(RequireKeys, settings=state.settings)
     if state.settings.cors_origins:
         app.add_middleware(
@@ -112,9 +124,9 @@ def install_middleware(app: FastAPI, state: State) -> None:
 
 
 def error_response(
-    status: int, kind: str, message: str, headers: dict[str, str] | None = None
+    request: Request, status: int, kind: str, message: str, headers: dict[str, str] | None = None
 ) -> JSONResponse:
-    body = {"error": {"code": status, "type": kind, "message": message}}
+    body = error_body(request.url.path, status, kind, message)  # the protocol's shape (/v2 differs)
     return JSONResponse(body, status_code=status, headers=headers)
 
 
@@ -126,22 +138,24 @@ def install_error_handlers(app: FastAPI, metrics: Metrics) -> None:
     @app.exception_handler(ServiceError)
     async def service_error(request: Request, error: ServiceError) -> JSONResponse:
         count(error.status)
-        return error_response(error.status, error.type, error.message, error.headers)
+        return error_response(request, error.status, error.type, error.message, error.headers)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, error: RequestValidationError) -> JSONResponse:
         problems = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors()[:5]]
         count(422)
-        return error_response(422, "invalid", "; ".join(problems))
+        return error_response(request, 422, "invalid", "; ".join(problems))
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, error: HTTPException) -> JSONResponse:
-        return error_response(error.status_code, "http", str(error.detail), dict(error.headers or {}))
+        headers = dict(error.headers or {})
+        return error_response(request, error.status_code, "http", str(error.detail), headers)
 
     @app.exception_handler(Exception)
     async def internal_error(request: Request, error: Exception) -> JSONResponse:
         log.exception("internal error on %s", request.url.path)
-        return error_response(500, "internal", f"internal error ({type(error).__name__}); see the server log")
+        message = f"internal error ({type(error).__name__}); see the server log"
+        return error_response(request, 500, "internal", message)
 
 
 class RequestMetrics:

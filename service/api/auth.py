@@ -25,6 +25,7 @@ from starlette.datastructures import Headers
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from service.api.error_shape import error_body
 from service.errors import Unauthorized
 from service.settings import Settings
 
@@ -141,7 +142,8 @@ class RequireKeys:
         if refusal is None:
             await self.app(scope, receive, send)
             return
-        await JSONResponse(refusal.body(), refusal.status, refusal.headers)(scope, receive, send)
+        body = error_body(scope["path"], refusal.status, refusal.type, refusal.message)  # /v2: its shape
+        await JSONResponse(body, refusal.status, refusal.headers)(scope, receive, send)
 
     def refusal(self, scope: Scope) -> Unauthorized | None:
         path = scope["path"][len(scope.get("root_path", "")) :] or "/"

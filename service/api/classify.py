@@ -1,11 +1,13 @@
-"""The /classify data path, as one function (DESIGN.md, "The data path of one /classify request")."""
+"""The classification data path, as one function (DESIGN.md, "The data path of one /classify
+request"); /classify, the Hugging Face route and /v2 infer differ only in how they shape its answer."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import torch
 
@@ -14,11 +16,24 @@ from service.catalog.versions import Version
 from service.metrics import Metrics
 from service.runtime import Runtime
 
+T = TypeVar("T")
 
-async def classify(rt: Runtime, request: ClassifyInput) -> dict[str, Any]:
+
+@dataclass(frozen=True)
+class Scored:
+    """What the data path hands an answer shaper: the version's reference and the scores."""
+
+    model: dict[str, Any]  # version.ref(): name, version, method, sha256
+    labels: list[str]
+    scores: torch.Tensor  # [N, C] softmax over the labels at CLIP's temperature
+    cosine: torch.Tensor  # [N, C]
+
+
+async def score(rt: Runtime, request: ClassifyInput, answer: Callable[[Scored], T]) -> T:
     """The data path: decode -> resize -> batcher (normalise on the device, image encoder shared by
-    stock-image versions, cosine against the cached class matrix) -> softmax -> top-k -> response
-    naming the version used. The route runs it under the request's deadline."""
+    stock-image versions, cosine against the cached class matrix) -> softmax -> the protocol's
+    answer (`answer`: top-k for /classify, a sorted list for Hugging Face, tensors for /v2),
+    naming the version used. Routes run it under the request's deadline."""
     with rt.registry.acquire(request.model) as version:  # active now; held until we answer
         labels, templates = version.resolve(request.labels, request.templates, rt.zeroshot_templates)
         with stage(rt.metrics, "decode"):
@@ -29,8 +44,17 @@ async def classify(rt: Runtime, request: ClassifyInput) -> dict[str, Any]:
         cosine = await version.lane.submit(pixels, classes)  # batched encoder pass: [N, C]
         with stage(rt.metrics, "score"):
             scores = torch.softmax(version.logit_scale * cosine, dim=-1)  # [N, C]
-            results = top_k(scores, cosine, labels, request.top_k)
-        return {"model": version.ref(), "results": results}
+            return answer(Scored(version.ref(), labels, scores, cosine))
+
+
+async def classify(rt: Runtime, request: ClassifyInput) -> dict[str, Any]:
+    """POST /classify: per image the top-k labels, and the model version that answered."""
+
+    def answer(scored: Scored) -> dict[str, Any]:
+        results = top_k(scored.scores, scored.cosine, scored.labels, request.top_k)
+        return {"model": scored.model, "results": results}
+
+    return await score(rt, request, answer)
 
 
 async def class_side(

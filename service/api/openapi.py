@@ -11,6 +11,7 @@ from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel
 
 from service.api.auth import METRICS_PATH, PUBLIC_PATHS, PUBLIC_PREFIXES
+from service.api.error_shape import speaks_open_inference
 from service.settings import Settings
 
 
@@ -26,6 +27,12 @@ class ErrorBody(BaseModel):
     error: ErrorDetail
 
 
+class OpenInferenceErrorBody(BaseModel):
+    """Every error answer under /v2, in the Open Inference Protocol's shape: {"error": "<message>"}."""
+
+    error: str
+
+
 DESCRIPTIONS = {
     400: "Malformed request: a corrupt image, body or query string",
     401: "Missing or wrong credentials (API key, admin token or metrics token)",
@@ -39,6 +46,8 @@ DESCRIPTIONS = {
     503: "Not ready: models still loading, start-up failed, or draining",
     504: "No answer within request_timeout_s",
 }
+# What an inference route can answer besides 200 (/classify and the protocol routes).
+INFERENCE_ERRORS = (400, 403, 404, 413, 415, 422, 429, 503, 504)
 HEADERS = {
     401: {"WWW-Authenticate": "the authentication scheme to use (Bearer)"},
     429: {"Retry-After": "seconds to wait before retrying"},
@@ -47,13 +56,13 @@ HEADERS = {
 API_KEY_SCHEMES = ("apiKeyBearer", "apiKeyHeader")
 
 
-def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+def error_responses(*codes: int, body: type[BaseModel] = ErrorBody) -> dict[int | str, dict[str, Any]]:
     """FastAPI `responses=` for these statuses, each with the error body (and its headers)."""
-    return {code: _error_response(code) for code in codes}
+    return {code: _error_response(code, body) for code in codes}
 
 
-def _error_response(code: int) -> dict[str, Any]:
-    response: dict[str, Any] = {"model": ErrorBody, "description": DESCRIPTIONS[code]}
+def _error_response(code: int, body: type[BaseModel] = ErrorBody) -> dict[str, Any]:
+    response: dict[str, Any] = {"model": body, "description": DESCRIPTIONS[code]}
     if code in HEADERS:
         response["headers"] = {
             name: {"description": text, "required": True, "schema": {"type": "string"}}
@@ -76,14 +85,14 @@ def with_error_bodies(schema: dict[str, Any]) -> dict[str, Any]:
     """FastAPI documents its own 422 body (HTTPValidationError) on operations with parameters; the
     service answers every error with ErrorBody, and an operation whose only parameters are path
     strings cannot fail validation at all."""
-    for operations in schema.get("paths", {}).values():
+    for path, operations in schema.get("paths", {}).items():
         for operation in operations.values():
             response = operation["responses"].get("422")
             if response is None or "HTTPValidationError" not in str(response):
                 continue
             parameters = [p for p in operation.get("parameters", []) if p.get("in") != "path"]
             if "requestBody" in operation or parameters:
-                operation["responses"]["422"] = _documented(422)
+                operation["responses"]["422"] = _documented(422, path)
             else:
                 del operation["responses"]["422"]
     components = schema.get("components", {}).get("schemas", {})
@@ -107,7 +116,7 @@ def with_security(schema: dict[str, Any], settings: Settings) -> dict[str, Any]:
             requirement = _requirement(path, method, keys, settings)
             if requirement:
                 operation["security"] = requirement
-                operation["responses"].setdefault("401", _documented(401))
+                operation["responses"].setdefault("401", _documented(401, path))
     return schema
 
 
@@ -123,8 +132,31 @@ def _requirement(path: str, method: str, keys: bool, settings: Settings) -> list
     return [{name: empty} for name in (*API_KEY_SCHEMES, "adminToken")]
 
 
-def _documented(code: int) -> dict[str, Any]:
-    """An error response in schema form (what FastAPI writes for `error_responses` entries)."""
+def _documented(code: int, path: str) -> dict[str, Any]:
+    """An error response in schema form (what FastAPI writes for `error_responses` entries), in the
+    body the path answers with (service.api.error_shape)."""
     response = {k: v for k, v in _error_response(code).items() if k != "model"}
-    ref = {"$ref": "#/components/schemas/ErrorBody"}
+    body = OpenInferenceErrorBody if speaks_open_inference(path) else ErrorBody
+    ref = {"$ref": f"#/components/schemas/{body.__name__}"}
     return {**response, "content": {"application/json": {"schema": ref}}}
+
+
+def inline_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """A request model's JSON schema with its nested models written in place, for `openapi_extra`:
+    pydantic's `#/$defs/...` references would point at the root of the OpenAPI document, where
+    nothing is (ReDoc stops rendering; validators guess)."""
+    schema = model.model_json_schema()
+    definitions = schema.pop("$defs", {})
+
+    def resolve(node: Any) -> Any:
+        if isinstance(node, dict):
+            reference = node.get("$ref", "")
+            if reference.startswith("#/$defs/"):
+                return resolve(definitions[reference.removeprefix("#/$defs/")])
+            return {key: resolve(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [resolve(item) for item in node]
+        return node
+
+    resolved: dict[str, Any] = resolve(schema)
+    return resolved

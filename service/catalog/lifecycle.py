@@ -5,7 +5,8 @@
 - `load(path)`: read the checkpoint, verify it against the running backbone, warm its image side.
   The result (`Loaded`) serves nothing; dropping it costs nothing, so a load whose state is
   refused is simply forgotten.
-- `activate(model, loaded, number)`: the switch. The version gets its number and its lane, and
+- `activate(model, loaded, number, created)`: the switch. The version gets its number, the time
+  it was recorded (both from the state file, so every worker agrees) and its lane, and
   requests arriving from now on get it (in the event loop, between two requests' steps); the
   version it replaces is retired.
 - `hold(model)`: a request's reference to the active version, from its arrival until it answers.
@@ -76,7 +77,7 @@ class Lifecycle:
         self.metrics.loads.labels(result="ok").inc()
         return Loaded(str(path), sha256, learner, embeddings)
 
-    def activate(self, model: str, loaded: Loaded, number: int) -> Version:
+    def activate(self, model: str, loaded: Loaded, number: int, created: int) -> Version:
         learner = loaded.learner
         version = Version(
             model=model,
@@ -89,6 +90,7 @@ class Lifecycle:
             classnames=list(learner.classnames) if learner is not None else [],
             class_embeddings=loaded.class_embeddings,
             logit_scale=self.backbone.logit_scale,
+            created=created,
         )
         version.lane = self.batcher.lane_for(learner, version.logit_scale)
         old = self.active.get(model)

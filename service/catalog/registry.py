@@ -47,8 +47,11 @@ UNREAD = b"\x00unread"  # never the bytes of a file: the first sync always reads
 
 
 class Registry:
-    def __init__(self, life: Lifecycle, directory: Path | None, default_model: str, metrics: Metrics) -> None:
+    def __init__(
+        self, life: Lifecycle, directory: Path | None, default_model: str, metrics: Metrics, started: int
+    ) -> None:
         self.life, self.directory, self.metrics = life, directory, metrics
+        self.started = started  # the zeroshot model's `created`
         self.store = StateFile(directory) if directory is not None else None
         self.fallback_default = default_model  # --default-model, until the state names one
         self.state = ModelState()  # the state applied here: the last good one
@@ -93,15 +96,15 @@ class Registry:
     # -- admin -------------------------------------------------------------------------------------
 
     def add_zeroshot(self) -> None:
-        self.life.activate(ZEROSHOT_MODEL, self.life.zeroshot(), 1)
+        self.life.activate(ZEROSHOT_MODEL, self.life.zeroshot(), 1, self.started)
 
     async def load(self, name: str, path: Path, replace: bool) -> Version:
         """`path` as a new model (`replace=False`) or the next version of one (a swap)."""
         file = self.relative(path)
         await self.sync()  # changes another worker made a moment ago count for the check below
-        self.state.with_version(name, file, "", exists=replace)  # refuse a wrong name before loading
+        self.state.with_version(name, file, "", exists=replace, now=0)  # refuse a wrong name before loading
         loaded = await self.life.load(path, swap=replace)
-        edit: Edit = lambda state: state.with_version(name, file, loaded.sha256, exists=replace)  # noqa: E731
+        edit: Edit = lambda state: state.with_version(name, file, loaded.sha256, exists=replace, now=now())  # noqa: E731
         await self.change(edit, {(file, loaded.sha256): loaded})
         return self.active[name]
 
@@ -123,7 +126,7 @@ class Registry:
     async def absorb(self, file: str, loaded: Loaded) -> None:
         """A new or replaced top-level file, loaded by the watcher: the next version of its stem.
         Where the folder is read-only the version is numbered here only (not recorded)."""
-        edit: Edit = lambda state: state.absorb(file, loaded.sha256)  # noqa: E731
+        edit: Edit = lambda state: state.absorb(file, loaded.sha256, now=now())  # noqa: E731
         await self.change(edit, {(file, loaded.sha256): loaded}, record_optional=True)
 
     def relative(self, path: Path) -> str:
@@ -266,7 +269,7 @@ class Registry:
         """Make `state` the one served (no await: requests see all of it or none of it)."""
         for name, entry in state.models.items():
             if not self._is_active(name, entry):
-                self.life.activate(name, loaded[(entry.file, entry.sha256)], entry.version)
+                self.life.activate(name, loaded[(entry.file, entry.sha256)], entry.version, entry.created)
                 self.files[name] = entry.file
         for name in [name for name in self.active if name != ZEROSHOT_MODEL and name not in state.models]:
             self.life.deactivate(name)
@@ -304,3 +307,8 @@ class Registry:
 
     async def close(self) -> None:
         await self.life.close()
+
+
+def now() -> int:
+    """Unix seconds: when a version is recorded (its `created`, the same in every worker)."""
+    return int(time.time())

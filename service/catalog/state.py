@@ -5,7 +5,8 @@ applies it the same way (catalog/registry.py), so version numbers and names agre
 and survive restarts. This module is the data and its rules only: no files, no models.
 
     {"format": 1, "generation": 7,
-     "models": {"pets": {"file": "versions/pets-v2.safetensors", "sha256": "9f2c...", "version": 3}},
+     "models": {"pets": {"file": "versions/pets-v2.safetensors", "sha256": "9f2c...", "version": 3,
+                         "created": 1764633600}},
      "aliases": {"prod": "pets"}, "default": "prod",
      "numbers": {"pets": 3},                        # last version number given per name, never reused
      "absorbed": {"flowers.safetensors": "1b7e..."}}  # top-level files already made versions
@@ -40,6 +41,7 @@ class Entry:
     file: str  # relative to the checkpoint folder, '/'-separated
     sha256: str
     version: int
+    created: int  # Unix seconds when this version was recorded (OpenAI's model `created`)
 
 
 @dataclass(frozen=True)
@@ -53,8 +55,9 @@ class ModelState:
 
     # -- transitions -------------------------------------------------------------------------------
 
-    def with_version(self, name: str, file: str, sha256: str, *, exists: bool | None) -> ModelState:
-        """`file` as the next version of `name`; exists=True: a swap, False: a new name, None: either."""
+    def with_version(self, name: str, file: str, sha256: str, *, exists: bool | None, now: int) -> ModelState:
+        """`file` as the next version of `name` (recorded at `now`); exists=True: a swap, False: a
+        new name, None: either."""
         check_name(name)
         if name in self.aliases:
             raise Conflict(f"{name!r} is already an alias")
@@ -65,15 +68,15 @@ class ModelState:
         number = self.numbers.get(name, 0) + 1
         return replace(
             self,
-            models={**self.models, name: Entry(file, sha256, number)},
+            models={**self.models, name: Entry(file, sha256, number, now)},
             numbers={**self.numbers, name: number},
         )
 
-    def absorb(self, file: str, sha256: str) -> ModelState:
+    def absorb(self, file: str, sha256: str, *, now: int) -> ModelState:
         """A new or changed top-level file becomes the next version of the model named by its stem."""
         if self.absorbed.get(file) == sha256:
             return self  # already a version (another worker recorded it, or before a restart)
-        state = self.with_version(PurePosixPath(file).stem, file, sha256, exists=None)
+        state = self.with_version(PurePosixPath(file).stem, file, sha256, exists=None, now=now)
         return replace(state, absorbed={**state.absorbed, file: sha256})
 
     def without_model(self, name: str, fallback_default: str) -> ModelState:
@@ -183,14 +186,15 @@ def _mapping(document: dict[str, Any], key: str) -> dict[str, Any]:
 
 
 def _entry(name: str, value: Any) -> Entry:
-    if not isinstance(value, dict) or set(value) != {"file", "sha256", "version"}:
-        raise StateError(f"model {name!r} must be an object with exactly file, sha256 and version")
+    if not isinstance(value, dict) or set(value) != {"file", "sha256", "version", "created"}:
+        raise StateError(f"model {name!r} must be an object with exactly file, sha256, version and created")
     file = _text(value["file"], f"model {name!r} file")
     path = PurePosixPath(file)
     if path.is_absolute() or ".." in path.parts or path.suffix != SUFFIX or path.name.startswith("."):
         raise StateError(f"model {name!r}: file {file!r} must be a *{SUFFIX} path inside the folder")
     sha256 = _sha(value["sha256"], f"model {name!r} sha256")
-    return Entry(file, sha256, _count(value["version"], f"model {name!r} version"))
+    version = _count(value["version"], f"model {name!r} version")
+    return Entry(file, sha256, version, _count(value["created"], f"model {name!r} created"))
 
 
 def _text(value: Any, what: str) -> str:

@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 
@@ -28,6 +28,7 @@ from service.metrics import Metrics
 if TYPE_CHECKING:
     from service.catalog.versions import Version
 
+R = TypeVar("R")
 Key = tuple[str, str, str]  # (version uid, template key, label)
 MatrixKey = tuple[str, str, tuple[str, ...]]  # (version uid, template key, labels in order)
 
@@ -87,6 +88,11 @@ class TextCache:
         for key, future in waiting.items():
             found[key] = await asyncio.shield(future)
         return torch.stack([found[key] for key in keys]), len(lru_keys)  # [C, D]
+
+    async def run(self, work: Callable[..., R], *args: Any) -> R:
+        """Run `work` on the text thread, the one thread that drives the text tower (plain-text
+        embeddings and token counts for /v1/embeddings queue behind label encodings here)."""
+        return await asyncio.get_running_loop().run_in_executor(self.executor, work, *args)
 
     def _count(self, keys: list[Key]) -> None:
         hits = sum(key in self.entries for key in keys)

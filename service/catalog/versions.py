@@ -3,6 +3,7 @@ checkpoint file becomes one (load, verify against the running backbone, warm).""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +40,7 @@ class Version:
     class_embeddings: torch.Tensor | None  # [C, D] precomputed, on the device
     logit_scale: float
     lane: Lane | None = None
+    created: int = field(default_factory=lambda: int(time.time()))  # Unix seconds it was recorded
     refs: int = 0
     retired: bool = False
     freed: bool = False
@@ -99,7 +101,13 @@ class Version:
 
     def describe(self) -> dict[str, Any]:
         lane = self.lane.kind if self.lane is not None else None
-        return {**self.ref(), "source": self.source, "classes": len(self.classnames), "lane": lane}
+        return {
+            **self.ref(),
+            "source": self.source,
+            "classes": len(self.classnames),
+            "lane": lane,
+            "created": self.created,
+        }
 
 
 def map_checkpoint_error(error: CheckpointError) -> ServiceError:

@@ -52,10 +52,15 @@ class BatchConfig:
     max_queue: int
 
 
+# A job target that asks for the image embeddings themselves ([n, D]) instead of cosines.
+EMBEDDINGS = None
+
+
 @dataclass(eq=False)
 class Job:
     pixels: Pixels  # [n, 3, S, S] uint8, pinned on the host or (GPU decode) on the device
-    target: Any  # [C, D] class matrix on the device, or a tuple of labels (conditioned lanes)
+    # [C, D] class matrix on the device, a tuple of labels (conditioned lanes), or EMBEDDINGS
+    target: Any
     future: asyncio.Future[torch.Tensor]
     enqueued: float = field(default_factory=time.monotonic)
 
@@ -109,6 +114,13 @@ class Lane:
             if job in self.queue:  # cancelled (deadline) while still queued: give its place back
                 self.queue.remove(job)
                 self._count(-n)
+
+    async def embed(self, pixels: Pixels) -> torch.Tensor:
+        """[n, 3, S, S] uint8 -> [n, D] normalised image embeddings, from the same batched pass
+        (shared with classification jobs) that yields cosines for the others."""
+        if self.kind == "conditioned":  # its forward turns images into logits only
+            raise ValueError("a conditioned lane computes logits, not image embeddings")
+        return await self.submit(pixels, EMBEDDINGS)
 
     def _count(self, n: int) -> None:
         self.queued += n
@@ -203,11 +215,13 @@ class Lane:
 
 
 def per_job_cosines(features: torch.Tensor, jobs: list[Job]) -> list[torch.Tensor | Exception]:
-    """[N, D] normalised features -> per job [n, D] @ [D, C] = [n, C] cosines."""
+    """[N, D] normalised features -> per job [n, D] @ [D, C] = [n, C] cosines, or for an
+    EMBEDDINGS job its [n, D] rows as they are."""
     outputs: list[torch.Tensor | Exception] = []
     start = 0
     for job in jobs:
-        outputs.append(features[start : start + job.size] @ job.target.t())
+        rows = features[start : start + job.size]  # [n, D]
+        outputs.append(rows if job.target is EMBEDDINGS else rows @ job.target.t())
         start += job.size
     return outputs
 

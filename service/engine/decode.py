@@ -1,10 +1,11 @@
 """Image bytes -> resized uint8 pixels (Pillow, CPU threads); normalisation happens on the device.
 
-Resizing matches open_clip's eval transform for the backbone (resize + centre crop), so the
-service sees the same pixels as training and offline evaluation. Limits are checked before any
-pixel data is decoded: a 100,000 x 100,000 PNG is refused from its header (decompression bomb).
-This is the CPU path and the fallback of the GPU path (service.engine.device_decode), which reads the
-same headers with `read_header` and hands Pillow every image nvJPEG cannot or should not decode.
+Resizing (open_clip's eval resize + centre crop) and normalisation come from models/preprocess.py,
+which training and offline evaluation use too, so all of them see the same pixels. Limits are
+checked before any pixel data is decoded: a 100,000 x 100,000 PNG is refused from its header
+(decompression bomb). This is the CPU path and the fallback of the GPU path
+(service.engine.device_decode), which reads the same headers with `read_header` and hands Pillow
+every image nvJPEG cannot or should not decode.
 """
 
 from __future__ import annotations
@@ -17,12 +18,11 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import torch
-from open_clip.transform import image_transform
 from PIL import Image, UnidentifiedImageError
-from torchvision.transforms import Compose
 from torchvision.transforms.functional import pil_to_tensor
 
 from models.backbone import Preprocessing
+from models.preprocess import Normalise, resize_crop  # noqa: F401 (service.engine.batcher imports Normalise here)
 from service.errors import CorruptImage, TooLarge, UnsupportedMedia
 
 
@@ -52,16 +52,8 @@ class ImageDecoder(Protocol):
 
 
 def resize_transform(preprocessing: Preprocessing) -> Callable[[Image.Image], Image.Image]:
-    """open_clip's eval transform up to (not including) ToTensor + Normalize."""
-    full = image_transform(
-        preprocessing.image_size,
-        is_train=False,
-        mean=preprocessing.mean,
-        std=preprocessing.std,
-        resize_mode=preprocessing.resize_mode,
-        interpolation=preprocessing.interpolation,
-    )
-    return Compose(full.transforms[:-2])
+    """open_clip's eval transform up to (not including) ToTensor + Normalize (models/preprocess.py)."""
+    return resize_crop(preprocessing)
 
 
 def read_header(data: bytes, index: int, limits: DecodeLimits) -> Image.Image:
@@ -134,19 +126,3 @@ class Decoder:
 
     def close(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)
-
-
-class Normalise:
-    """[B, 3, S, S] uint8 on the device -> [B, 3, S, S] float32 normalised, on the same device.
-
-    Mean and std are put on the device once: building them per batch with torch.tensor(...,
-    device=cuda) would be a blocking host-to-device copy on every pass.
-    """
-
-    def __init__(self, preprocessing: Preprocessing, device: torch.device) -> None:
-        self.mean = torch.tensor(preprocessing.mean, device=device).view(1, 3, 1, 1)
-        self.std = torch.tensor(preprocessing.std, device=device).view(1, 3, 1, 1)
-
-    def __call__(self, pixels: torch.Tensor) -> torch.Tensor:
-        x = pixels.float().div_(255)
-        return (x - self.mean) / self.std

@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
@@ -27,8 +28,13 @@ def _load() -> ModuleType:
 
 
 @pytest.fixture(autouse=True)
-def _one_thread() -> None:
+def _one_thread() -> Iterator[None]:
+    """One thread for the bench, and the suite's count restored after: other tests compare logits
+    with a fresh process, which only match bit for bit at the same thread count."""
+    before = torch.get_num_threads()
     torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def test_quick_run_covers_every_protocol_and_says_where_it_ran(tmp_path: Path) -> None:

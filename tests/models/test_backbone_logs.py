@@ -20,7 +20,7 @@ def random_init_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
 
 def test_loading_a_weights_file_logs_no_random_init_warning(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.WARNING)
-    build_backbone("clipserve-demo-rn", str(DEMO))
+    build_backbone("clipserve-demo-vit", str(DEMO))
     assert random_init_warnings(caplog) == []
     logging.getLogger().warning("a real warning after the load")  # the filter is gone again
     assert "a real warning after the load" in caplog.text

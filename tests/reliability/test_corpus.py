@@ -1,4 +1,5 @@
-"""The hostile and broken input corpus (tests/reliability/corpus.py) against a real server: every
+"""The hostile and broken input corpus (tests/reliability/corpus.py, and corpus_protocols.py for the
+Hugging Face, embeddings and /v2 routes) against a real server: every
 case gets its documented status (a clear 4xx with a message, or 200 for unusual but valid images),
 no error body leaks a path or a stack trace, and a good request after each case is answered
 exactly. The decisions per case are listed in docs/RELIABILITY.md."""
@@ -15,6 +16,7 @@ import pytest
 from models.backbone import Backbone
 from tests.reliability import corpus
 from tests.reliability.conftest import assert_clean_error
+from tests.reliability.corpus_protocols import protocol_cases
 from tests.service.conftest import (
     ServerThread,
     assert_matches,
@@ -27,7 +29,7 @@ from tests.service.conftest import (
     write_checkpoint,
 )
 
-CASES = corpus.all_cases()
+CASES = {**corpus.all_cases(), **protocol_cases()}
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +57,7 @@ def good(tiny_backbone: Backbone) -> tuple[bytes, dict[str, tuple[float, float]]
 
 def send(client: httpx.Client, kwargs: dict[str, Any]) -> httpx.Response:
     kwargs = dict(kwargs)
-    return client.post("/classify" + kwargs.pop("query", ""), **kwargs)
+    return client.post(kwargs.pop("url", "/classify") + kwargs.pop("query", ""), **kwargs)
 
 
 @pytest.mark.parametrize("name", list(CASES))
@@ -67,8 +69,9 @@ def test_case_gets_its_status_and_the_service_keeps_serving(
         response = send(client, kwargs)
         if status == 200:
             assert response.status_code == 200, response.text[:500]
-            results = response.json()["results"]
-            assert results and all(result["predictions"] for result in results)
+            if "url" not in kwargs:  # /classify; the protocol routes' answers are checked in tests/service
+                results = response.json()["results"]
+                assert results and all(result["predictions"] for result in results)
         else:
             message = assert_clean_error(response, str(server.state.settings.checkpoint_dir))
             assert response.status_code == status and words in message, (response.status_code, message)

@@ -1,4 +1,5 @@
-"""Property-based tests: hypothesis over the /classify request models (JSON and multipart), and a
+"""Property-based tests: hypothesis over the /classify request models (JSON and multipart) and the
+protocol routes' bodies (Hugging Face, /v1/embeddings, /v2 infer with binary tails), and a
 schemathesis run over the whole OpenAPI schema (admin routes included, with the token). Neither may
 find a 5xx; every refusal is a clean 4xx. Example counts are bounded so this runs in about a minute
 on two cores."""
@@ -6,6 +7,7 @@ on two cores."""
 from __future__ import annotations
 
 import base64
+import json
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -126,6 +128,113 @@ def test_raw_bodies_get_an_answer_or_a_clean_4xx(
         timeout=30,
     )
     check(response, str(server.state.settings.checkpoint_dir))
+
+
+b64_images = images.map(lambda bs: [base64.b64encode(b).decode() for b in bs])
+labels = st.one_of(st.lists(text, max_size=8), text, st.lists(st.integers(), max_size=2), st.none())
+hf_bodies = st.fixed_dictionaries(
+    {"inputs": st.one_of(b64_images.map(lambda items: items[0] if items else ""), text, st.integers())},
+    optional={
+        "parameters": st.fixed_dictionaries(
+            {},
+            optional={
+                "candidate_labels": labels,
+                "hypothesis_template": st.one_of(st.sampled_from(["a {} photo", "{}"]), text),
+                "top_k": st.one_of(st.integers(-3, 10**20), text, st.booleans()),
+                "function_to_apply": text,
+            },
+        ),
+        "options": st.dictionaries(text, st.booleans(), max_size=2),
+    },
+)
+embedding_bodies = st.fixed_dictionaries(
+    {"input": st.one_of(text, st.lists(text, max_size=6), b64_images, st.lists(st.integers(), max_size=3))},
+    optional={
+        "model": st.one_of(st.sampled_from(["pets", "zeroshot", "", "nope"]), text),
+        "modality": st.one_of(st.sampled_from(["text", "image"]), text),
+        "encoding_format": st.one_of(st.sampled_from(["float", "base64"]), text),
+        "prompt": st.one_of(st.sampled_from(["model", "none"]), text),
+        "dimensions": st.one_of(st.integers(-2, 2**70), st.none()),
+        "input_type": text,
+    },
+)
+tensors = st.fixed_dictionaries(
+    {
+        "name": st.one_of(st.sampled_from(["images", "labels"]), text),
+        "shape": st.lists(st.integers(-2, 2**70), max_size=3),
+        "datatype": st.one_of(st.just("BYTES"), text),
+    },
+    optional={
+        "data": st.one_of(b64_images, st.lists(text, max_size=6), st.lists(st.integers(), max_size=3)),
+        "parameters": st.dictionaries(
+            st.sampled_from(["binary_data_size", "x"]), st.integers(-5, 10**6) | text, max_size=2
+        ),
+    },
+)
+infer_bodies = st.fixed_dictionaries(
+    {"inputs": st.lists(tensors, max_size=3)},
+    optional={
+        "id": text,
+        "outputs": st.lists(
+            st.fixed_dictionaries(
+                {"name": st.sampled_from(["scores", "cosines", "labels", "other"])},
+                optional={
+                    "parameters": st.dictionaries(
+                        st.sampled_from(["binary_data", "classification"]), st.booleans() | st.integers()
+                    )
+                },
+            ),
+            max_size=4,
+        ),
+        "parameters": st.dictionaries(
+            st.sampled_from(["binary_data_output", "templates", "priority"]), text | st.booleans()
+        ),
+    },
+)
+
+
+@FUZZ
+@given(body=hf_bodies, path=st.sampled_from(["/", "/models/pets", "/models/nope"]))
+def test_hugging_face_requests_get_an_answer_or_a_clean_4xx(
+    server: ServerThread, body: dict[str, Any], path: str
+) -> None:
+    response = httpx.post(server.url + path, json=body, timeout=30)
+    check_any(response, str(server.state.settings.checkpoint_dir))
+
+
+@FUZZ
+@given(body=embedding_bodies)
+def test_embedding_requests_get_an_answer_or_a_clean_4xx(server: ServerThread, body: dict[str, Any]) -> None:
+    response = httpx.post(server.url + "/v1/embeddings", json=body, timeout=30)
+    check_any(response, str(server.state.settings.checkpoint_dir))
+
+
+@FUZZ
+@given(
+    body=infer_bodies,
+    binary=st.binary(max_size=300),
+    header=st.one_of(
+        st.none(), st.integers(-5, 5000).map(str), st.from_regex(r"[0-9a-z. -]{0,8}", fullmatch=True)
+    ),
+    path=st.sampled_from(["/v2/models/zeroshot/infer", "/v2/models/pets/versions/1/infer"]),
+)
+def test_open_inference_requests_get_an_answer_or_a_clean_4xx(
+    server: ServerThread, body: dict[str, Any], binary: bytes, header: str | None, path: str
+) -> None:
+    """JSON bodies, and JSON header + random binary tail with a random header length."""
+    content = json.dumps(body).encode()
+    headers = {} if header is None else {"inference-header-content-length": header}
+    response = httpx.post(
+        server.url + path, content=content + (binary if header else b""), headers=headers, timeout=30
+    )
+    check_any(response, str(server.state.settings.checkpoint_dir))
+
+
+def check_any(response: httpx.Response, folder: str) -> None:
+    if response.status_code == 200:
+        assert response.content
+    else:
+        assert_clean_error(response, folder)
 
 
 def test_schemathesis_finds_no_server_error(server: ServerThread, tmp_path: Path) -> None:

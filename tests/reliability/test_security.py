@@ -206,9 +206,18 @@ def test_urls_in_requests_are_never_fetched(tmp_path: Path, listener: str) -> No
         as_file = client.post("/classify", **multipart([listener.encode()], ["cat"]))
         as_model = client.post("/classify", **multipart([blob], ["cat"], model=listener))
         as_template = client.post("/classify", **multipart([blob], ["cat"], templates=listener + "/{}"))
-    assert as_label.status_code == 200
+        as_hf_input = client.post("/", json={"inputs": listener, "parameters": {"candidate_labels": ["cat"]}})
+        as_embedding = client.post(
+            "/v1/embeddings", json={"model": "zeroshot", "input": [listener], "modality": "image"}
+        )
+        v2_images = {"name": "images", "shape": [1], "datatype": "BYTES", "data": [listener]}
+        v2_labels = {"name": "labels", "shape": [1], "datatype": "BYTES", "data": ["cat"]}
+        as_v2_image = client.post("/v2/models/zeroshot/infer", json={"inputs": [v2_images, v2_labels]})
+        as_embedded_text = client.post("/v1/embeddings", json={"model": "zeroshot", "input": [listener]})
+    assert as_label.status_code == 200 and as_embedded_text.status_code == 200  # text, never fetched
+    assert as_v2_image.status_code == 403 and "image URLs are off" in as_v2_image.json()["error"]
     assert {p["label"] for p in as_label.json()["results"][0]["predictions"]} == {listener, "dog"}
     assert as_template.status_code == 200
-    for response in (as_image, as_data_uri, as_file, as_model):
+    for response in (as_image, as_data_uri, as_file, as_model, as_hf_input, as_embedding):
         assert_clean_error(response, str(tmp_path))
     assert CountingHandler.hits == []

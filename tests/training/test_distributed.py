@@ -1,5 +1,6 @@
-"""Two gloo processes, each with half of every global batch, end with the same learned context as
-one process with the whole batch, including a batch where one rank drops an unreadable image."""
+"""Two or three gloo processes, each with its share of every global batch, end with the same learned
+context as one process with the whole batch, including a batch where one rank drops an unreadable
+image."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import os
 import socket
 from pathlib import Path
 
+import pytest
 import torch
 
 from models.checkpoint import load_checkpoint
@@ -17,8 +19,6 @@ from training.distributed import DistContext, init_from_env, shutdown
 from training.learners import load_learner
 from training.pipeline import run_training
 
-WORLD_SIZE = 2
-
 
 def _free_port() -> int:
     with socket.socket() as sock:
@@ -26,10 +26,10 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _worker(rank: int, data: str, out: str, port: int) -> None:
+def _worker(rank: int, world_size: int, data: str, out: str, port: int) -> None:
     torch.set_num_threads(1)
     os.environ.update(
-        {"RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(WORLD_SIZE),
+        {"RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(world_size),
          "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
     )  # fmt: skip
     ctx = init_from_env("cpu")
@@ -40,24 +40,27 @@ def _worker(rank: int, data: str, out: str, port: int) -> None:
 
 
 def _request(data: Path, out: Path):  # type: ignore[no-untyped-def]
-    # All 25 files (one unreadable) in global batches of 6: ranks get 3 + 3, or 2 + 3 where the bad
-    # one falls, which the sum-then-divide reduction must weigh exactly as one process does.
+    # All 25 files (one unreadable) in global batches of 6: ranks get 3 + 3 (2 + 2 + 2 with three), one
+    # fewer where the bad one falls, which the sum-then-divide reduction must weigh as one process does.
     return tiny_request(data, out, shots=None, hparams={"epochs": 2, "batch_size": 6, "lr": 0.05})
 
 
-def test_two_gloo_processes_match_one_process(
-    image_folder: Path, tmp_path: Path, process_context: multiprocessing.context.BaseContext
+@pytest.mark.parametrize("world_size", [2, 3])
+def test_gloo_processes_match_one_process(
+    world_size: int, image_folder: Path, tmp_path: Path, process_context: multiprocessing.context.BaseContext
 ) -> None:
     port = _free_port()
     workers = [
-        process_context.Process(target=_worker, args=(rank, str(image_folder), str(tmp_path / "two"), port))
-        for rank in range(WORLD_SIZE)
+        process_context.Process(
+            target=_worker, args=(rank, world_size, str(image_folder), str(tmp_path / "two"), port)
+        )
+        for rank in range(world_size)
     ]
     for worker in workers:
         worker.start()
     for worker in workers:
-        worker.join(timeout=120)
-    assert [w.exitcode for w in workers] == [0] * WORLD_SIZE
+        worker.join(timeout=180)
+    assert [w.exitcode for w in workers] == [0] * world_size
     one, _ = run_training(_request(image_folder, tmp_path / "one"), DistContext())
     two = load_checkpoint(tmp_path / "two" / "checkpoint.safetensors").tensors["ctx"]
     reference = load_checkpoint(one).tensors["ctx"]

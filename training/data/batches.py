@@ -31,6 +31,12 @@ def epoch_batches(n: int, batch_size: int, seed: int, epoch: int) -> list[list[i
     return [order[i : i + batch_size] for i in range(0, n - batch_size + 1, batch_size)]
 
 
+def rank_shares(n: int, world_size: int) -> tuple[int, ...]:
+    """How many of n rows each rank takes in `rank_slice`, rank 0 first."""
+    size, extra = divmod(n, world_size)
+    return tuple(size + (1 if rank < extra else 0) for rank in range(world_size))
+
+
 def rank_slice(batch: list[int], rank: int, world_size: int) -> list[int]:
     """This rank's contiguous share of a global batch (sizes differ by at most one)."""
     size, extra = divmod(len(batch), world_size)

@@ -15,14 +15,15 @@ import random
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Literal, get_args
 
 from training.data.images import is_readable
 from training.data.sources import ImageRecord, LabeledImages
 
 log = logging.getLogger(__name__)
 
-SUBSETS = ("all", "base", "new")
+Subset = Literal["all", "base", "new"]
+SUBSETS: tuple[str, ...] = get_args(Subset)
 
 
 @dataclass

@@ -1,5 +1,6 @@
-"""Image transforms: the backbone's own evaluation preprocessing, the Dassl/CoOp training
-augmentations, and the named extra views a method can ask for (PromptLearner.extra_views).
+"""Image transforms: the Dassl/CoOp training augmentations and the named extra views a method can
+ask for (PromptLearner.extra_views). The evaluation preprocessing, and the normalisation every view
+ends with, are the ones the service uses: models/preprocess.py defines them once.
 
 Every view is built from the RAW decoded image (GOPro's reference code augmented already
 normalised tensors, which clips values; methods.md §4), and every one ends with the backbone's
@@ -10,28 +11,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import torch
-from open_clip.transform import image_transform
-from PIL import Image
 from torchvision import transforms as T
 
 from models.backbone import Preprocessing
+from models.preprocess import Transform, eval_transform, interpolation_mode, to_normalised_tensor
+from training.hparams import AUGMENTATIONS
 
-Transform = Callable[[Image.Image], torch.Tensor]
-
-AUGMENTATIONS = ("rrc_flip", "flip", "none")
-
-
-def eval_transform(pre: Preprocessing) -> Transform:
-    """open_clip's own validation transform (resize + centre crop, bicubic): serving parity."""
-    return image_transform(
-        pre.image_size,
-        is_train=False,
-        mean=pre.mean,
-        std=pre.std,
-        resize_mode=pre.resize_mode,
-        interpolation=pre.interpolation,
-    )
+__all__ = ["AUGMENTATIONS", "VIEWS", "Transform", "eval_transform", "train_transform", "view_transforms"]
 
 
 def train_transform(pre: Preprocessing, augment: str, rrc_scale: tuple[float, float]) -> Transform:
@@ -45,9 +31,9 @@ def train_transform(pre: Preprocessing, augment: str, rrc_scale: tuple[float, fl
         return T.Compose([T.RandomHorizontalFlip(), eval_transform(pre)])
     return T.Compose(
         [
-            T.RandomResizedCrop(pre.image_size, scale=rrc_scale, interpolation=_interpolation(pre)),
+            T.RandomResizedCrop(pre.image_size, scale=rrc_scale, interpolation=interpolation_mode(pre)),
             T.RandomHorizontalFlip(),
-            *_to_normalised_tensor(pre),
+            *to_normalised_tensor(pre),
         ]
     )
 
@@ -56,12 +42,12 @@ def _moco_view(pre: Preprocessing) -> Transform:
     # MoCo v3 / GOPro: RRC (0.08, 1), colour jitter p=.8, grayscale p=.2, blur sigma in [.1, 2], flip.
     return T.Compose(
         [
-            T.RandomResizedCrop(pre.image_size, scale=(0.08, 1.0), interpolation=_interpolation(pre)),
+            T.RandomResizedCrop(pre.image_size, scale=(0.08, 1.0), interpolation=interpolation_mode(pre)),
             T.RandomApply([T.ColorJitter(0.4, 0.4, 0.2, 0.1)], p=0.8),
             T.RandomGrayscale(p=0.2),
             T.GaussianBlur(kernel_size=_odd(pre.image_size // 10), sigma=(0.1, 2.0)),
             T.RandomHorizontalFlip(),
-            *_to_normalised_tensor(pre),
+            *to_normalised_tensor(pre),
         ]
     )
 
@@ -70,10 +56,10 @@ def _augmix_view(pre: Preprocessing) -> Transform:
     # GOPro's AugMix view: RRC + flip, then 3 chains of 1-3 ops mixed with Dirichlet(1)/Beta(1).
     return T.Compose(
         [
-            T.RandomResizedCrop(pre.image_size, interpolation=_interpolation(pre)),
+            T.RandomResizedCrop(pre.image_size, interpolation=interpolation_mode(pre)),
             T.RandomHorizontalFlip(),
             T.AugMix(severity=3, mixture_width=3, chain_depth=-1, alpha=1.0),
-            *_to_normalised_tensor(pre),
+            *to_normalised_tensor(pre),
         ]
     )
 
@@ -86,14 +72,6 @@ def view_transforms(names: tuple[str, ...], pre: Preprocessing) -> dict[str, Tra
     if unknown:
         raise ValueError(f"unknown extra views {unknown}; the data pipeline builds {sorted(VIEWS)}")
     return {name: VIEWS[name](pre) for name in names}
-
-
-def _to_normalised_tensor(pre: Preprocessing) -> list[Callable[..., torch.Tensor]]:
-    return [T.ToTensor(), T.Normalize(pre.mean, pre.std)]
-
-
-def _interpolation(pre: Preprocessing) -> T.InterpolationMode:
-    return T.InterpolationMode(pre.interpolation)
 
 
 def _odd(size: int) -> int:

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from training.data.batches import mixed_seed, rank_slice
-from training.distributed import DistContext
+from training.data.batches import mixed_seed, rank_shares, rank_slice
+from training.distributed import DistContext, gather_rows
 from training.feeds import autocast
 from training.pretrain.config import PretrainConfig
 from training.pretrain.model import PretrainModel
@@ -71,24 +71,25 @@ def episode_features(
     """Projected features of the whole episode (eval mode), each rank encoding its share."""
     model.eval()
     image_parts, text_parts = [], []
-    for start in range(0, len(rows), config.batch_size):
-        batch = rows[start : start + config.batch_size]
+    for batch in episode_chunks(rows, config.batch_size, ctx.world_size):
+        shares = rank_shares(len(batch), ctx.world_size)
         mine = torch.tensor(rank_slice(batch.tolist(), ctx.rank, ctx.world_size), dtype=torch.long)
         with autocast(ctx.device):
             features = model(pool.images(mine, ctx.device), *pool.texts(mine, ctx.device))
         assert features.image_proj is not None and features.text_proj is not None
-        image_parts.append(_gather_all(features.image_proj.float(), ctx))
-        text_parts.append(_gather_all(features.text_proj.float(), ctx))
+        image_parts.append(gather_rows(features.image_proj.float(), shares, ctx))
+        text_parts.append(gather_rows(features.text_proj.float(), shares, ctx))
     model.train()
     return torch.cat(image_parts), torch.cat(text_parts)
 
 
-def _gather_all(local: torch.Tensor, ctx: DistContext) -> torch.Tensor:
-    if not ctx.distributed:
-        return local
-    parts = [torch.empty_like(local) for _ in range(ctx.world_size)]
-    dist.all_gather(parts, local.contiguous())
-    return torch.cat(parts)
+def episode_chunks(rows: torch.Tensor, size: int, world_size: int) -> list[torch.Tensor]:
+    """`rows` in chunks of `size`; a last chunk too small to give every rank a row joins the one
+    before it (config validation and check_batch_split make `size` >= world_size)."""
+    chunks = list(rows.split(size))
+    if len(chunks) > 1 and len(chunks[-1]) < world_size:
+        chunks[-2:] = [torch.cat(chunks[-2:])]
+    return chunks
 
 
 def _broadcast(

@@ -1,7 +1,8 @@
 """Rendered samples of the world held in memory: the training pool that episodes draw from, and
 the held-out evaluation sets. Images go through the backbone's own evaluation transform (the
-serving path) once, and are kept as uint8 at model resolution (quantising the transform's output
-back to 8 bits changes pixels by under half a level); captions are tokenized once."""
+serving path, models/preprocess.py) once, and are kept as uint8 at model resolution (quantising
+the transform's output back to 8 bits changes pixels by under half a level); captions are
+tokenized once."""
 
 from __future__ import annotations
 
@@ -15,8 +16,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from models.backbone import Backbone, Preprocessing
+from models.preprocess import Transform, eval_transform, normalise_pixels
 from models.text import tokenize
-from training.data.transforms import Transform, eval_transform
 from training.world import World
 
 POOL_VERSION = 1  # bump when rendering or captions change, so old caches are not reused
@@ -36,8 +37,8 @@ class Pool:
 
     def images(self, rows: torch.Tensor, device: torch.device) -> torch.Tensor:
         """[B, 3, H, W] normalised pixels of the given rows, on `device`."""
-        pixels = self.pixels[rows].to(device, non_blocking=True).float() / 255
-        return (pixels - self.mean.to(device)) / self.std.to(device)
+        pixels = self.pixels[rows].to(device, non_blocking=True)
+        return normalise_pixels(pixels, self.mean.to(device), self.std.to(device))
 
     def texts(self, rows: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         return self.tokens[rows].to(device), self.eot[rows].to(device)

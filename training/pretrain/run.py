@@ -8,7 +8,7 @@ import logging
 import platform
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -20,31 +20,21 @@ from models.checkpoint import Checkpoint, CheckpointHeader, save_checkpoint
 from models.zeroshot import class_embedding_matrix
 from training.checkpoints import CHECKPOINT_FILE
 from training.distributed import DistContext, barrier, broadcast_parameters
-from training.pretrain.config import PretrainConfig, validate
+from training.pretrain.config import PretrainConfig, RunOptions, validate
 from training.pretrain.episodes import Teacher
 from training.pretrain.evaluate import image_features, linear_probe_accuracy, zero_shot_accuracy
 from training.pretrain.loop import PretrainOptions, PretrainResult, pretrain
 from training.pretrain.model import PretrainModel
 from training.pretrain.pool import Pool, cached_pool
+from training.pretrain.steps import check_batch_split
+from training.runlog import require_tensorboard
 from training.state import fingerprint
 from training.world import World, WorldConfig
 
 log = logging.getLogger(__name__)
 
 CONFIG_FILE = "config.json"
-SAVE_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-
-
-@dataclass
-class RunOptions:
-    out: Path
-    progress: bool = True
-    resume: bool = True
-    log_every: int = 20
-    num_workers: int = 0
-    save_dtype: str = "fp32"
-    command: str = ""
-    pool_cache: Path | None = None  # folder keeping rendered pools between runs
+SAVE_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}  # keys: SaveDtype
 
 
 def run_pretraining(
@@ -52,6 +42,9 @@ def run_pretraining(
 ) -> tuple[Path, PretrainResult, dict[str, float]]:
     """Pretrain; the main process writes OUT/checkpoint.safetensors. Returns (path, result, scores)."""
     config = validate(config)
+    check_batch_split(config, ctx.world_size)
+    if run.tensorboard is not None:
+        require_tensorboard()
     started = time.perf_counter()
     backbone = build_backbone(config.arch, config.init, "fp32", ctx.device, seed=config.seed)
     torch.manual_seed(config.seed)
@@ -63,21 +56,24 @@ def run_pretraining(
         run.pool_cache, world, backbone, "train", config.pool_size, num_workers=run.num_workers
     )
     log.info("training pool of %d samples ready after %.0f s", len(pool), time.perf_counter() - started)
+    # What decides the weights, without the episode count (a finished run may be given more).
     settings = {
-        "config": config.to_dict(),
+        "config": config.result_settings(),
         "backbone": backbone.identity.to_dict(),
         "world": vars(world.config),
     }
     if ctx.is_main:
         run.out.mkdir(parents=True, exist_ok=True)
-        (run.out / CONFIG_FILE).write_text(json.dumps({**settings, "versions": _versions()}, indent=1) + "\n")
+        described = {"config": config.to_dict(), "run": {k: str(v) for k, v in vars(run).items()}}
+        (run.out / CONFIG_FILE).write_text(
+            json.dumps({**settings, **described, "versions": _versions()}, indent=1) + "\n"
+        )
     barrier(ctx)
+    shared = {f.name for f in fields(PretrainOptions)} & {f.name for f in fields(RunOptions)}
     options = PretrainOptions(
         run_dir=run.out,
         fingerprint=fingerprint(settings),
-        progress=run.progress,
-        resume=run.resume,
-        log_every=run.log_every,
+        **{name: getattr(run, name) for name in shared},  # progress, resume, log_every, tensorboard
         teacher=load_teacher(config.teacher_features, len(pool), ctx.device),
         evaluator=WorldEvaluator(world, backbone, config, config.eval_per_class, run)
         if ctx.is_main

@@ -1,24 +1,25 @@
 """One pretraining step: the objective on one global batch, the optimiser and its schedule, and
 the gather that makes several processes compute exactly one process's loss.
 
-Multi-process (torchrun): each rank encodes its contiguous share of the global batch; InfoNCE
-needs every pair, so features are all-gathered, and each rank sums the loss terms of ITS rows only
-(its images against all texts, its texts against all images, its prototype terms), divided by the
-global batch size. The gather's backward sums gradients over ranks, so after the one all-reduce of
+Multi-process (torchrun): each rank encodes its contiguous share of the global batch (shares may
+differ by one row when the batch does not divide evenly); InfoNCE needs every pair, so features
+are all-gathered, and each rank sums the loss terms of ITS rows only (its images against all
+texts, its texts against all images, its prototype terms), divided by the global batch size. The
+gather's backward sums gradients over ranks, so after the one all-reduce of
 training/distributed.py the update equals one process's step on the whole global batch.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from training.distributed import DistContext
+from training import optim
+from training.distributed import DistContext, gather_rows
+from training.optim import OptimizerSpec, Schedule
 from training.pretrain.config import PretrainConfig
 from training.pretrain.losses import proto_loss, soft_targets
 from training.pretrain.model import PretrainModel
@@ -35,31 +36,20 @@ class StepBatch:
     positions: torch.Tensor  # [b] the rows' positions in the episode (cluster label lookup)
     global_size: int  # B, rows over all ranks
     offset: int  # where this rank's rows start in the global batch
+    shares: tuple[int, ...] = ()  # rows of each rank (training.data.batches.rank_shares); () = one process
 
 
-class _GatherRows(torch.autograd.Function):
-    """all_gather along dim 0 whose backward sums the incoming gradients over ranks and hands
-    each rank the slice of its own rows (works on gloo and NCCL alike)."""
-
-    @staticmethod
-    def forward(ctx, local: torch.Tensor, world_size: int, rank: int) -> torch.Tensor:
-        parts = [torch.empty_like(local) for _ in range(world_size)]
-        dist.all_gather(parts, local.contiguous())
-        ctx.rank, ctx.rows = rank, len(local)
-        return torch.cat(parts)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
-        grad = grad.contiguous().clone()
-        dist.all_reduce(grad)
-        return grad[ctx.rank * ctx.rows : (ctx.rank + 1) * ctx.rows], None, None
-
-
-def gather_rows(local: torch.Tensor, ctx: DistContext) -> torch.Tensor:
-    if not ctx.distributed:
-        return local
-    result: torch.Tensor = _GatherRows.apply(local, ctx.world_size, ctx.rank)
-    return result
+def check_batch_split(config: PretrainConfig, world_size: int) -> None:
+    """Every process needs rows of every global batch: one for InfoNCE, two for ProtoCLIP, whose
+    projection heads hold BatchNorm (training-mode BatchNorm cannot normalise one row)."""
+    needed = 2 if config.method == "protoclip" else 1
+    smallest = config.batch_size // world_size
+    if smallest < needed:
+        raise ValueError(
+            f"a global batch of {config.batch_size} over {world_size} processes leaves a process "
+            f"{smallest} row(s) per step; {config.method} needs {needed} per process: use "
+            f"--batch-size {needed * world_size} or more"
+        )
 
 
 def objective(
@@ -71,7 +61,8 @@ def objective(
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """This rank's share of the loss (the shares sum to the global-batch loss) and its parts."""
     features = model(batch.pixels, batch.tokens, batch.eot)
-    image, text = gather_rows(features.image, ctx), gather_rows(features.text, ctx)  # [B, D]
+    shares = batch.shares or (len(batch.pixels),)
+    image, text = gather_rows(features.image, shares, ctx), gather_rows(features.text, shares, ctx)  # [B, D]
     scale, proto_scale = model.scales()
     rows = slice(batch.offset, batch.offset + len(batch.pixels))
     logits = scale * image[rows] @ text.T  # [b, B]
@@ -119,34 +110,34 @@ def _proto_terms(
     return terms
 
 
-def build_optimizer(model: nn.Module, config: PretrainConfig, visual: set[int]) -> torch.optim.AdamW:
-    """AdamW with four groups (ProtoCLIP): image tower / rest, each split into decayed weights
-    and undecayed gains, biases, embeddings of positions and temperatures."""
+def param_groups(model: nn.Module, config: PretrainConfig, visual: set[int]) -> list[dict]:
+    """Four groups (ProtoCLIP): image tower / rest, each split into decayed weights and undecayed
+    gains, biases, embeddings of positions and temperatures."""
     groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
     for name, param in model.named_parameters():
         if param.requires_grad:
             decay = param.ndim >= 2 and not any(marker in name for marker in NO_DECAY_MARKERS)
             groups.setdefault((id(param) in visual, decay), []).append(param)
-    param_groups = [
+    return [
         {"params": params, "weight_decay": config.weight_decay if decay else 0.0, "visual": is_visual}
         for (is_visual, decay), params in sorted(groups.items())
     ]
-    return torch.optim.AdamW(param_groups, lr=config.lr, betas=config.betas, eps=config.eps)
+
+
+def build_optimizer(model: nn.Module, config: PretrainConfig, visual: set[int]) -> torch.optim.Optimizer:
+    """AdamW over `param_groups`, through the training package's one optimiser builder."""
+    spec = OptimizerSpec("adamw", config.lr, config.weight_decay, betas=config.betas, eps=config.eps)
+    return optim.build_optimizer(param_groups(model, config, visual), spec)
+
+
+def schedule(config: PretrainConfig) -> Schedule:
+    """Linear warmup over warmup_fraction of all steps (at least one), then cosine to zero, per step."""
+    total = config.total_steps
+    return Schedule(config.lr, total, warmup=max(1, round(config.warmup_fraction * total)))
 
 
 def learning_rate(config: PretrainConfig, step: int) -> float:
-    """Linear warmup, then cosine to zero; a pure function of the global step (resumable)."""
-    total = config.total_steps
-    warmup = max(1, round(config.warmup_fraction * total))
-    if step < warmup:
-        return config.lr * (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
-    return config.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    return schedule(config).at(step)
 
 
-def set_learning_rate(optimizer: torch.optim.Optimizer, lr: float, freeze_visual: bool) -> None:
-    for group in optimizer.param_groups:
-        group["lr"] = 0.0 if freeze_visual and group["visual"] else lr
-
-
-__all__ = ["StepBatch", "build_optimizer", "gather_rows", "learning_rate", "objective", "soft_targets"]
+__all__ = ["StepBatch", "build_optimizer", "check_batch_split", "learning_rate", "objective", "soft_targets"]

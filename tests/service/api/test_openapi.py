@@ -5,6 +5,7 @@ operation in the schema must be exercised here, so a new route cannot skip the c
 
 from __future__ import annotations
 
+import base64
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,6 +30,13 @@ KEY, METRICS = "openapi-test-key", "openapi-metrics-token"
 AUTH = {"Authorization": f"Bearer {KEY}"}
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 IMAGE = multipart([image_bytes(1)], ["cat", "dog"])
+B64 = base64.b64encode(image_bytes(1)).decode()
+HF = {"inputs": B64, "parameters": {"candidate_labels": ["cat", "dog"]}}
+V2_IMAGES = {"name": "images", "shape": [1], "datatype": "BYTES", "data": [B64]}
+V2_LABELS = {"name": "labels", "shape": [2], "datatype": "BYTES", "data": ["cat", "dog"]}
+V2 = {"inputs": [V2_IMAGES, V2_LABELS]}
+V2_BINARY = {**V2, "parameters": {"binary_data_output": True}}
+JSON_AUTH = {**AUTH, "content-type": "application/json"}
 
 # (operation as the schema names it, path, request kwargs, expected status), in order: admin calls
 # build on each other.
@@ -65,6 +73,70 @@ CASES: list[tuple[str, str, dict[str, Any], int]] = [
         415,
     ),
     ("POST /classify", "/classify", {"headers": AUTH, "params": {"top_k": "0"}, **IMAGE}, 422),
+    # the protocol routes (docs/PROTOCOLS.md); under /v2 errors have the protocol's body
+    ("POST /", "/", {"headers": AUTH, "json": HF}, 200),
+    ("POST /", "/", {"json": HF}, 401),
+    ("POST /", "/", {"headers": JSON_AUTH, "content": b"{"}, 400),
+    ("POST /", "/", {"headers": AUTH, "json": {**HF, "inputs": "http://127.0.0.1/x.png"}}, 403),
+    ("POST /", "/", {"headers": {**AUTH, "content-type": "text/plain"}, "content": b"x"}, 415),
+    ("POST /", "/", {"headers": AUTH, "json": {"inputs": B64}}, 422),
+    (
+        "POST /models/{name}",
+        "/models/pets",
+        {"headers": {**AUTH, "content-type": "image/png"}, "content": image_bytes(2)},
+        200,
+    ),
+    ("POST /models/{name}", "/models/nope", {"headers": AUTH, "json": HF}, 404),
+    (
+        "POST /v1/embeddings",
+        "/v1/embeddings",
+        {"headers": AUTH, "json": {"model": "pets", "input": ["cat"]}},
+        200,
+    ),
+    (
+        "POST /v1/embeddings",
+        "/v1/embeddings",
+        {"headers": AUTH, "json": {"model": "pets", "input": [B64] * 3, "modality": "image"}},
+        413,
+    ),
+    ("POST /v1/embeddings", "/v1/embeddings", {"headers": AUTH, "json": {"model": "pets", "input": []}}, 422),
+    ("POST /v1/embeddings", "/v1/embeddings", {"headers": AUTH, "json": {"model": "x", "input": "a"}}, 404),
+    ("GET /v1/models/{model_id}", "/v1/models/pets", {"headers": AUTH}, 200),
+    ("GET /v1/models/{model_id}", "/v1/models/nope", {"headers": AUTH}, 404),
+    ("GET /v1/models/{model_id}", "/v1/models/pets", {}, 401),
+    ("GET /v2", "/v2", {"headers": AUTH}, 200),
+    ("GET /v2", "/v2", {}, 401),
+    ("GET /v2/health/live", "/v2/health/live", {}, 200),
+    ("GET /v2/health/ready", "/v2/health/ready", {}, 200),
+    ("GET /v2/models/{name}", "/v2/models/pets", {"headers": AUTH}, 200),
+    ("GET /v2/models/{name}", "/v2/models/nope", {"headers": AUTH}, 404),
+    ("GET /v2/models/{name}/versions/{version}", "/v2/models/pets/versions/1", {"headers": AUTH}, 200),
+    ("GET /v2/models/{name}/versions/{version}", "/v2/models/pets/versions/9", {"headers": AUTH}, 404),
+    ("GET /v2/models/{name}/ready", "/v2/models/pets/ready", {"headers": AUTH}, 200),
+    ("GET /v2/models/{name}/ready", "/v2/models/nope/ready", {"headers": AUTH}, 404),
+    (
+        "GET /v2/models/{name}/versions/{version}/ready",
+        "/v2/models/pets/versions/1/ready",
+        {"headers": AUTH},
+        200,
+    ),
+    ("POST /v2/models/{name}/infer", "/v2/models/zeroshot/infer", {"headers": AUTH, "json": V2}, 200),
+    ("POST /v2/models/{name}/infer", "/v2/models/zeroshot/infer", {"headers": AUTH, "json": V2_BINARY}, 200),
+    ("POST /v2/models/{name}/infer", "/v2/models/zeroshot/infer", {"json": V2}, 401),
+    ("POST /v2/models/{name}/infer", "/v2/models/zeroshot/infer", {"headers": AUTH, "content": b"{"}, 400),
+    ("POST /v2/models/{name}/infer", "/v2/models/nope/infer", {"headers": AUTH, "json": V2}, 404),
+    (
+        "POST /v2/models/{name}/infer",
+        "/v2/models/zeroshot/infer",
+        {"headers": AUTH, "json": {"inputs": [V2_LABELS]}},
+        422,
+    ),
+    (
+        "POST /v2/models/{name}/versions/{version}/infer",
+        "/v2/models/pets/versions/1/infer",
+        {"headers": AUTH, "json": {"inputs": [V2_IMAGES]}},
+        200,
+    ),
     ("POST /admin/models", "/admin/models", {"json": {"name": "b", "file": "versions/b.safetensors"}}, 401),
     (
         "POST /admin/models",
@@ -116,6 +188,11 @@ NOT_READY: list[tuple[str, str, dict[str, Any], int]] = [
     ("GET /health/ready", "/health/ready", {}, 503),
     ("GET /v1/models", "/v1/models", {}, 503),
     ("POST /classify", "/classify", IMAGE, 503),
+    ("POST /", "/", {"json": HF}, 503),
+    ("POST /v1/embeddings", "/v1/embeddings", {"json": {"model": "pets", "input": "cat"}}, 503),
+    ("GET /v2/health/ready", "/v2/health/ready", {}, 400),
+    ("GET /v2/models/{name}/ready", "/v2/models/pets/ready", {}, 400),
+    ("POST /v2/models/{name}/infer", "/v2/models/pets/infer", {"json": V2}, 503),
     ("PUT /admin/default", "/admin/default", {"headers": ADMIN, "json": {"model": "x"}}, 403),
 ]
 
@@ -189,3 +266,27 @@ def test_security_schemes_follow_the_settings(server: ServerThread) -> None:
             "security" not in plain["/classify"]["post"]
             and "401" not in plain["/classify"]["post"]["responses"]
         )
+
+
+def test_every_reference_resolves_inside_the_document(server: ServerThread) -> None:
+    """Request bodies given as `openapi_extra` must not carry pydantic's `#/$defs/...` references:
+    they point at the document's root, where nothing is (ReDoc stops rendering)."""
+    schema = httpx.get(server.url + "/openapi.json").json()
+
+    def references(node: Any) -> Iterator[str]:
+        if isinstance(node, dict):
+            if isinstance(node.get("$ref"), str):
+                yield node["$ref"]
+            for value in node.values():
+                yield from references(value)
+        elif isinstance(node, list):
+            for item in node:
+                yield from references(item)
+
+    found = set(references(schema))
+    assert found, "no references at all: the check would be empty"
+    for reference in found:
+        node: Any = schema
+        for part in reference.removeprefix("#/").split("/"):
+            assert isinstance(node, dict) and part in node, f"{reference} does not resolve"
+            node = node[part]

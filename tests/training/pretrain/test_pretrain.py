@@ -15,17 +15,15 @@ import torch.nn.functional as F
 import clipserve_cli
 from models.backbone import Backbone, build_backbone
 from models.checkpoint import load_checkpoint
+from tests.training.pretrain.conftest import TINY
 from training.distributed import DistContext
 from training.pretrain.config import PretrainConfig
 from training.pretrain.loop import PretrainOptions, pretrain
 from training.pretrain.model import PretrainModel
-from training.pretrain.pool import Pool, render_pool
+from training.pretrain.pool import Pool
 from training.pretrain.run import RunOptions, load_teacher, run_pretraining
 from training.pretrain.steps import StepBatch, objective
 from training.pretrain_cmd import add_arguments, config_from_args
-from training.world import World
-
-TINY = "clipserve-tiny-vit"
 
 
 def tiny_config(**overrides: object) -> PretrainConfig:
@@ -56,12 +54,6 @@ def fresh_model(config: PretrainConfig) -> tuple[Backbone, PretrainModel]:
     return backbone, PretrainModel(
         backbone, config.method == "protoclip", config.proto_hidden, config.proto_dim
     )
-
-
-@pytest.fixture(scope="module")
-def pool() -> Pool:
-    torch.set_num_threads(1)
-    return render_pool(World(), build_backbone(TINY, None), "train", 64)
 
 
 def batch_loss(model: PretrainModel, pool: Pool, config: PretrainConfig) -> float:
@@ -101,7 +93,7 @@ def test_protoclip_episodes_use_prototypes_after_the_warmup_and_lit_freezes_the_
     options = PretrainOptions(tmp_path, progress=False, log_every=1, step_hook=before_lit)
     pretrain(model, pool, config, DistContext(), options)
     records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
-    episodes = [r for r in records if r["event"] == "epoch"]
+    episodes = [r for r in records if r["event"] == "episode"]
     assert [r["prototypes"] for r in episodes] == [False, True, True, False]
     assert [r["lit"] for r in episodes] == [False, False, False, True]
     assert all(r["proto"] > 0 for r in episodes[1:3]) and "proto" not in episodes[0]
@@ -193,6 +185,6 @@ def test_an_external_teacher_adds_its_prototype_loss(pool: Pool, tmp_path: Path)
     options = PretrainOptions(tmp_path / "run", progress=False, teacher=teacher)
     pretrain(model, pool, config, DistContext(), options)
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
-    assert [r["external"] > 0 for r in records if r["event"] == "epoch" and r["prototypes"]] == [True]
+    assert [r["external"] > 0 for r in records if r["event"] == "episode" and r["prototypes"]] == [True]
     with pytest.raises(ValueError, match="teacher features"):
         load_teacher(str(path), len(pool) + 1, torch.device("cpu"))
