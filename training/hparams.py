@@ -19,9 +19,11 @@ log = logging.getLogger(__name__)
 Optimizer = Literal["sgd", "adamw"]
 Scheduler = Literal["cosine", "constant"]
 Augmentation = Literal["rrc_flip", "flip", "none"]
+ScheduleUnit = Literal["epoch", "step"]
 OPTIMIZERS: tuple[str, ...] = get_args(Optimizer)
 SCHEDULERS: tuple[str, ...] = get_args(Scheduler)
 AUGMENTATIONS: tuple[str, ...] = get_args(Augmentation)
+SCHEDULE_UNITS: tuple[str, ...] = get_args(ScheduleUnit)
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,11 @@ class Hyperparameters:
     momentum: float = option("SGD momentum (0.9)", 0.9)
     scheduler: Scheduler = option(
         "per-epoch lr schedule after warmup, stepped once per epoch (cosine)", "cosine"
+    )
+    schedule_unit: ScheduleUnit = option(
+        "epoch: the lr changes once per epoch (Dassl); step: the same curve, evaluated every step "
+        "(SHIP's CoOp stage)",
+        "epoch",
     )
     warmup_epochs: int = option("epochs at the constant warmup lr (1)", 1)
     warmup_lr: float = option("the constant warmup lr (1e-5)", 1e-5)
@@ -70,13 +77,15 @@ METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
         "stages": {
             # The VAE (encoder, generator, prompt): AdamW 1e-3 on features of RRC(0.5, 1) crops.
             "generator": {"optimizer": "adamw", "lr": 1e-3, "weight_decay": 0.01, "epochs": 50},
-            # CoOp on real + synthetic features: plain SGD 2e-3, no momentum, no weight decay.
+            # CoOp on real + synthetic features: plain SGD 2e-3, no momentum, no weight decay,
+            # cosine over all iterations stepped every iteration (SHIP's CosineAnnealingLR).
             "classifier": {
                 "optimizer": "sgd",
                 "lr": 2e-3,
                 "momentum": 0.0,
                 "weight_decay": 0.0,
                 "epochs": 200,
+                "schedule_unit": "step",
             },
         },
         "batch_size": 256,
@@ -122,6 +131,8 @@ def validate(hp: Hyperparameters) -> Hyperparameters:
         raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {hp.optimizer!r}")
     if hp.scheduler not in SCHEDULERS:
         raise ValueError(f"scheduler must be one of {SCHEDULERS}, got {hp.scheduler!r}")
+    if hp.schedule_unit not in SCHEDULE_UNITS:
+        raise ValueError(f"schedule_unit must be one of {SCHEDULE_UNITS}, got {hp.schedule_unit!r}")
     if hp.epochs < 1 or hp.batch_size < 1 or hp.lr <= 0:
         raise ValueError("epochs and batch size must be >= 1 and lr > 0")
     if hp.warmup_epochs < 0 or hp.warmup_epochs > hp.epochs:

@@ -3,7 +3,8 @@
 Per stage (the learner's `training_stages`; see models/prompts/base.py): an optimiser over the
 learnable tensors, then epochs of steps. A step is `learner.loss(batch)` under bf16 autocast on
 CUDA (fp32 master tensors), backward, the gradient all-reduce when several processes run,
-optional clipping, and the optimiser step. The lr is set per epoch (Dassl's schedule). After an
+optional clipping, and the optimiser step. The lr is set per epoch (Dassl's schedule), or every
+step along the same curve when the stage's `schedule_unit` is "step" (SHIP's CoOp stage). After an
 epoch of the last stage the validation set is scored when due (training/validation.py), and the
 resumable state is written atomically (training/state.py): a killed run resumed from it ends
 with the same tensors, records and best epoch as an uninterrupted run, and a finished run given
@@ -28,7 +29,13 @@ from training.data.sources import LabeledImages
 from training.distributed import DistContext, barrier, reduce_step
 from training.feeds import FeatureFeed, ImageFeed, LocalBatch, autocast, use_cached_features
 from training.hparams import Hyperparameters
-from training.optim import build_optimizer, epoch_schedule, optimizer_spec, set_learning_rate
+from training.optim import (
+    build_optimizer,
+    epoch_schedule,
+    optimizer_spec,
+    set_learning_rate,
+    step_schedule,
+)
 from training.options import default_of
 from training.progress import EpochMeter, Progress
 from training.requests import TrainRequest
@@ -188,7 +195,9 @@ def make_feed(run: StageRun, data: LabeledImages) -> ImageFeed | FeatureFeed:
 def run_epoch(
     run: StageRun, feed: ImageFeed | FeatureFeed, optimizer: torch.optim.Optimizer, params: list, epoch: int
 ) -> None:
-    lr = epoch_schedule(run.hp).at(epoch)
+    per_step = run.hp.schedule_unit == "step"
+    schedule = step_schedule(run.hp, len(feed)) if per_step else epoch_schedule(run.hp)
+    lr = schedule.at(epoch * len(feed) if per_step else epoch)
     set_learning_rate(optimizer, lr)
     run.learner.train()
     show = run.options.progress and run.ctx.is_main
@@ -197,6 +206,9 @@ def run_epoch(
     for step, local in enumerate(feed.epoch(epoch)):
         step_started = time.perf_counter()
         report_skipped(run, local.skipped)
+        if per_step:
+            lr = schedule.at(epoch * len(feed) + step)
+            set_learning_rate(optimizer, lr)
         loss, count = train_step(run, optimizer, params, local)
         run.global_step += 1
         if count:

@@ -4,9 +4,10 @@
   carry its own weight decay (pretraining leaves gains, biases and temperatures undecayed).
 - `Schedule`: a warmup (constant at `warmup_lr`, Dassl's ConstantWarmupScheduler; or a linear ramp
   to the base lr, open_clip/ProtoCLIP), then cosine decay or a constant lr. Prompt learning steps
-  it once per epoch, pretraining once per step. It is a pure function of the position (no scheduler
-  object with hidden state), so resuming needs nothing but the position, and a run re-planned to
-  more epochs follows the new plan from where it stands.
+  it once per epoch (or, with `schedule_unit="step"`, evaluates the same curve every step),
+  pretraining once per step. It is a pure function of the position (no scheduler object with
+  hidden state), so resuming needs nothing but the position, and a run re-planned to more epochs
+  follows the new plan from where it stands.
 """
 
 from __future__ import annotations
@@ -80,6 +81,15 @@ def epoch_schedule(hp: Hyperparameters) -> Schedule:
     warmup_lr during warmup, then base * (1 + cos(pi * (epoch - warmup) / epochs)) / 2. (The
     period is all the epochs, warmup included, as Dassl's, so the lr never quite reaches zero.)"""
     return Schedule(hp.lr, hp.epochs, hp.warmup_epochs, hp.warmup_lr, hp.scheduler, period=hp.epochs)
+
+
+def step_schedule(hp: Hyperparameters, steps_per_epoch: int) -> Schedule:
+    """The epoch schedule's curve over steps, for `schedule_unit="step"`: position = epoch *
+    steps_per_epoch + step, so the cosine falls a little every step (SHIP's CoOp stage:
+    CosineAnnealingLR(T_max = all iterations), stepped every iteration)."""
+    n = max(1, steps_per_epoch)
+    total = hp.epochs * n
+    return Schedule(hp.lr, total, hp.warmup_epochs * n, hp.warmup_lr, hp.scheduler, period=total)
 
 
 def learning_rate(hp: Hyperparameters, epoch: int) -> float:

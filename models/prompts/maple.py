@@ -12,6 +12,7 @@ Text features depend on the prompts only (cacheable per class); the image side i
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -54,7 +55,10 @@ class MaPLe(CoOp):
         self.deep_text = nn.ParameterList(
             [nn.Parameter(torch.randn(self.n_ctx, width) * cfg.init_std) for _ in range(deep)]
         )
-        self.deep_proj = nn.ModuleList([nn.Linear(width, vision_width) for _ in range(deep)])
+        # As the reference code: one Linear initialised once and copied, so every deep coupling
+        # starts from the same weights (they diverge in training); `proj` has its own init.
+        coupling = nn.Linear(width, vision_width)
+        self.deep_proj = nn.ModuleList([copy.deepcopy(coupling) for _ in range(deep)])
 
     # -- text side -----------------------------------------------------------------------------
 

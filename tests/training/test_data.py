@@ -6,12 +6,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
+from torchvision.transforms import functional as TF
 
 from models.backbone import Preprocessing
-from tests.training.conftest import CLASSES, CORRUPT
+from tests.training.conftest import CLASSES, CORRUPT, make_image_folder
 from training.data import DatasetError, base_new_split, load_dataset, sample_few_shot, select_subset
 from training.data.batches import epoch_batches, rank_slice
-from training.data.dataset import Sample, Skipped, TrainImages
+from training.data.dataset import Sample, Skipped, TrainImages, collate
 from training.data.transforms import train_transform, view_transforms
 
 PRE = Preprocessing(image_size=32, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
@@ -63,6 +65,35 @@ def test_few_shot_is_deterministic_skips_unreadable_and_records_it(image_folder:
     other, _ = sample_few_shot(data, shots=2, seed=2)
     assert two.records != other.records
     assert record.to_dict()["images"][0] == [sampled.records[0].path, sampled.records[0].label]
+
+
+def test_few_shot_draws_exactly_k_when_a_class_has_more(tmp_path: Path) -> None:
+    data = load_dataset(make_image_folder(tmp_path, per_class=9, corrupt=False))
+    files = {label: {r.path for r in data.records if r.label == label} for label in range(len(data.keys))}
+    for shots in (1, 4, 8):
+        sampled, record = sample_few_shot(data, shots=shots, seed=3)
+        assert sampled.counts() == [shots] * len(CLASSES) and not record.short_classes
+        for label, available in files.items():
+            drawn = [r.path for r in sampled.records if r.label == label]
+            assert len(set(drawn)) == shots and set(drawn) <= available
+
+
+def test_each_view_is_made_from_its_own_raw_decoded_image(image_folder: Path) -> None:
+    records = [r for r in load_dataset(image_folder).records if not r.path.endswith("corrupt.jpg")][:4]
+    received: list[Image.Image] = []
+
+    def probe(image: Image.Image) -> torch.Tensor:
+        received.append(image)
+        return TF.to_tensor(image.resize((4, 4)))
+
+    dataset = TrainImages(records, train_transform(PRE, "rrc_flip", (0.08, 1.0)), {"probe": probe})
+    samples = [dataset[(i, 0)] for i in range(len(records))]
+    for record, image in zip(records, received, strict=True):
+        with Image.open(record.path) as raw:
+            assert image.size == raw.size and image.tobytes() == raw.convert("RGB").tobytes()
+    batch = collate(samples)  # type: ignore[arg-type]
+    for i, sample in enumerate(samples):
+        assert isinstance(sample, Sample) and torch.equal(batch.views["probe"][i], sample.views["probe"])
 
 
 def test_base_new_split_takes_the_first_half_rounded_up(image_folder: Path) -> None:

@@ -7,7 +7,7 @@ import math
 import pytest
 
 from training.hparams import resolve
-from training.optim import learning_rate
+from training.optim import learning_rate, step_schedule
 
 
 def test_coop_defaults_follow_the_published_configs() -> None:
@@ -40,3 +40,13 @@ def test_constant_warmup_then_cosine_per_epoch_like_dassl() -> None:
     assert learning_rate(hp, 6) == pytest.approx(0.002 * (1 + math.cos(math.pi * 5 / 10)) / 2)
     constant = resolve("coop", overrides={"scheduler": "constant", "warmup_epochs": 0})
     assert learning_rate(constant, 7) == 0.002
+
+
+def test_ships_coop_stage_steps_its_cosine_every_iteration() -> None:
+    assert resolve("ship", stage="classifier").schedule_unit == "step"
+    assert resolve("ship", stage="generator").schedule_unit == resolve("coop").schedule_unit == "epoch"
+    hp = resolve("ship", stage="classifier", overrides={"epochs": 3})
+    schedule = step_schedule(hp, steps_per_epoch=4)  # CosineAnnealingLR(T_max=12), stepped per iteration
+    assert [schedule.at(t) for t in range(12)] == pytest.approx(
+        [0.002 * (1 + math.cos(math.pi * t / 12)) / 2 for t in range(12)]
+    )

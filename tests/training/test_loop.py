@@ -4,6 +4,7 @@ features when it may, resumes exactly, refuses a foreign state, and runs multi-s
 from __future__ import annotations
 
 import json
+import math
 import multiprocessing
 import multiprocessing.context
 import os
@@ -168,6 +169,19 @@ def test_multi_stage_learners_run_each_stage_with_its_own_epochs(
     assert result.epochs_run == 2
     stages = [r["stage"] for r in read_metrics(tmp_path / "run" / "metrics.jsonl") if r["event"] == "epoch"]
     assert stages == ["first", "second"]
+
+
+def test_a_per_step_schedule_sets_the_lr_at_every_step(
+    image_folder: Path, tmp_path: Path, tiny_backbone: Backbone
+) -> None:
+    hparams = {"epochs": 2, "batch_size": 4, "warmup_epochs": 0, "schedule_unit": "step"}
+    request = tiny_request(image_folder, tmp_path / "run", hparams=hparams)
+    run_training(request, DistContext(), backbone=tiny_backbone)
+    steps = [r for r in read_metrics(tmp_path / "run" / "metrics.jsonl") if r["event"] == "step"]
+    total = len(steps)  # 16 images (4 shots x 4 classes) in batches of 4, twice
+    assert total == 8
+    expected = [0.002 * (1 + math.cos(math.pi * t / total)) / 2 for t in range(total)]
+    assert [r["lr"] for r in steps] == pytest.approx(expected)
 
 
 def test_gradient_clipping_bounds_each_update(

@@ -15,9 +15,12 @@ from torchvision import transforms as T
 
 from models.backbone import Preprocessing
 from models.preprocess import Transform, eval_transform, interpolation_mode, to_normalised_tensor
+from training.data.augmix import AugMix
 from training.hparams import AUGMENTATIONS
 
 __all__ = ["AUGMENTATIONS", "VIEWS", "Transform", "eval_transform", "train_transform", "view_transforms"]
+
+GOPRO_AUGMIX_SEVERITY = 1.0  # GOPro's AugMixAugmenter default, used for its training view
 
 
 def train_transform(pre: Preprocessing, augment: str, rrc_scale: tuple[float, float]) -> Transform:
@@ -53,13 +56,14 @@ def _moco_view(pre: Preprocessing) -> Transform:
 
 
 def _augmix_view(pre: Preprocessing) -> Transform:
-    # GOPro's AugMix view: RRC + flip, then 3 chains of 1-3 ops mixed with Dirichlet(1)/Beta(1).
+    # GOPro's AugMix view: RRC + flip, then AugMix at severity 1 over the AugMix paper's nine ops,
+    # 3 chains of 1-3 ops mixed with Dirichlet(1)/Beta(1) (augmix.py says why not T.AugMix).
     return T.Compose(
         [
             T.RandomResizedCrop(pre.image_size, interpolation=interpolation_mode(pre)),
             T.RandomHorizontalFlip(),
-            T.AugMix(severity=3, mixture_width=3, chain_depth=-1, alpha=1.0),
-            *to_normalised_tensor(pre),
+            AugMix(severity=GOPRO_AUGMIX_SEVERITY),
+            T.Normalize(pre.mean, pre.std),
         ]
     )
 

@@ -16,6 +16,8 @@ default for the small demo backbone on the procedural world, where they differ:
 | optimiser | AdamW wd 0.5, lr 5e-5 (bs 64) | AdamW wd 0.1, lr 1e-3 (bs 128), betas .9/.98 | |
 | schedule | linear warmup 2000 steps, cosine | linear warmup 5% of steps, cosine | |
 | grad clip | 10 | 10 | |
+| weight decay on | all but gains, biases, norms, temperatures, heads | the same | |
+| training augmentation | RRC .5-1, flip, jitter/grayscale/blur p=.2 | none | see docs/PRETRAINING.md |
 | precision | AMP | bf16 autocast on CUDA, fp32 on CPU | |
 """
 

@@ -25,7 +25,10 @@ from training.pretrain.losses import proto_loss, soft_targets
 from training.pretrain.model import PretrainModel
 from training.pretrain.prototypes import Prototypes
 
-NO_DECAY_MARKERS = ("bias", "ln_", "bn", "logit_scale", "positional_embedding", "class_embedding")
+# Exempt from weight decay, as ProtoCLIP's reference code: tensors of fewer than two dimensions
+# (gains, biases, the class embedding), norm layers, temperatures, and the projection heads whole.
+# Positional and token embeddings are decayed.
+NO_DECAY_MARKERS = ("bias", "ln_", "bn", "logit_scale", "image_head.", "text_head.")
 
 
 @dataclass
@@ -111,8 +114,8 @@ def _proto_terms(
 
 
 def param_groups(model: nn.Module, config: PretrainConfig, visual: set[int]) -> list[dict]:
-    """Four groups (ProtoCLIP): image tower / rest, each split into decayed weights and undecayed
-    gains, biases, embeddings of positions and temperatures."""
+    """Four groups (ProtoCLIP): image tower / rest, each split into decayed weights and the
+    undecayed rest (NO_DECAY_MARKERS)."""
     groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
     for name, param in model.named_parameters():
         if param.requires_grad:
