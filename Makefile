@@ -106,3 +106,10 @@ reliability: install
 
 clean:
 	rm -rf $(VENV) .tools .pytest_cache .mypy_cache .ruff_cache
+
+# Worker processes: single-image requests/s with --workers 1 and 2 (same load, one run) and how fast
+# a swap reaches every worker; rewrites its section of docs/PERFORMANCE.md. On the H200 (issue 17):
+# make bench-workers DEVICE=cuda BENCH_ARGS="--arch ViT-B-32 --workers 1 2 4 8 --clients 64 256"
+.PHONY: bench-workers
+bench-workers: install
+	$(BIN)/python bench/workers.py --device $(DEVICE) $(BENCH_ARGS)

@@ -21,6 +21,7 @@ Every load is bounded in time; a request unanswered after `timeout_s` counts as 
 from __future__ import annotations
 
 import asyncio
+import json
 import pickle
 import subprocess
 import sys
@@ -186,6 +187,28 @@ async def timed_exchange(
         connection.close()  # the next request on it reconnects
         return Record(due, time.monotonic() - due, NO_ANSWER)
     return Record(due, time.monotonic() - due, status, retry_after, server_ms)
+
+
+# -- which worker answers -------------------------------------------------------------------------
+
+
+async def probe_round(port: int, path: str, connections: int) -> list[tuple[int, Any]]:
+    """`connections` GETs at once, each on a new connection, so that with several worker processes
+    (`clipserve serve --workers N`) each worker gets some even while another is busy: (the pid in
+    the X-Clipserve-Worker header, the JSON body) for each."""
+
+    async def one() -> tuple[int, Any]:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode())
+        raw = await reader.read()  # until the server closes
+        writer.close()
+        head, _, body = raw.partition(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")[1:]
+        fields = (line.partition(":") for line in lines)
+        headers = {name.strip().lower(): value.strip() for name, _, value in fields}
+        return int(headers["x-clipserve-worker"]), json.loads(body)
+
+    return list(await asyncio.gather(*(one() for _ in range(connections))))
 
 
 # -- one worker process ------------------------------------------------------------------------------

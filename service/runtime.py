@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass, field
 
 import torch
 
 from models.backbone import Backbone, build_backbone
 from models.zeroshot import resolve_templates
+from service.catalog.lifecycle import Lifecycle
 from service.catalog.registry import Registry
 from service.catalog.text_cache import TextCache
 from service.catalog.watcher import Watcher
@@ -30,7 +32,7 @@ from service.engine.cuda_graphs import default_buckets, graphed_image_encoder
 from service.engine.decode import DecodeLimits, Decoder, ImageDecoder, Pixels
 from service.engine.device_decode import DeviceDecoder, tensor_decode_problem
 from service.errors import NotReady
-from service.metrics import Metrics
+from service.metrics import Metrics, multiprocess_dir
 from service.settings import ZEROSHOT_MODEL, Settings
 
 log = logging.getLogger("clipserve")
@@ -48,8 +50,12 @@ class Runtime:
     zeroshot_templates: tuple[str, ...]
     watcher: Watcher | None = None
     inflight: int = 0  # inference requests admitted and not yet answered (service.api.admission)
+    sampler: asyncio.Task[None] | None = None  # GPU memory gauges, with several workers
 
     async def close(self) -> None:
+        if self.sampler is not None:
+            self.sampler.cancel()
+            await asyncio.gather(self.sampler, return_exceptions=True)
         if self.watcher is not None:
             await self.watcher.close()
         await self.registry.close()
@@ -66,6 +72,9 @@ class State:
     draining: bool = False
     error: str | None = None
     task: asyncio.Task[None] | None = None
+    # When the service started (with several workers: the supervisor): the built-in zeroshot
+    # model's `created`, the same in every worker.
+    started: int = field(default_factory=lambda: int(time.time()))
 
     @property
     def ready(self) -> bool:
@@ -77,11 +86,12 @@ class State:
         return self.runtime
 
     def start(self) -> None:
-        self.task = asyncio.get_running_loop().create_task(self._start())
+        """Load in the background: /health/live answers at once, /health/ready once loaded."""
+        self.task = asyncio.get_running_loop().create_task(self.load())
 
-    async def _start(self) -> None:
+    async def load(self) -> None:
         try:
-            self.runtime = await start_runtime(self.settings, self.metrics)
+            self.runtime = await start_runtime(self.settings, self.metrics, self.started)
         except Exception as error:
             self.error = f"start-up failed: {error}"
             log.exception("start-up failed")
@@ -97,7 +107,7 @@ class State:
             self.runtime = None
 
 
-async def start_runtime(settings: Settings, metrics: Metrics) -> Runtime:
+async def start_runtime(settings: Settings, metrics: Metrics, started: int) -> Runtime:
     templates = resolve_templates(settings.zeroshot_templates)
     backbone = await asyncio.to_thread(load_backbone, settings)
     encoder = await asyncio.to_thread(build_image_encoder, settings, backbone)  # ONNX export, CUDA graphs
@@ -106,7 +116,11 @@ async def start_runtime(settings: Settings, metrics: Metrics) -> Runtime:
     metrics.queue_capacity.set(settings.max_queue_images)
     batcher = Batcher(encoder, backbone.preprocessing, backbone.device, config, metrics)
     text = TextCache(settings.text_cache_entries, metrics)
-    registry = Registry(backbone, batcher, text, metrics)
+    life = Lifecycle(backbone, batcher, text, metrics)
+    registry = Registry(life, settings.checkpoint_dir, settings.default_model, metrics, started)
+    metrics.model_info.source = lambda: [
+        (v.model, str(v.number), v.method, v.sha256) for v in registry.active.values()
+    ]
     runtime = Runtime(
         settings=settings,
         metrics=metrics,
@@ -120,12 +134,13 @@ async def start_runtime(settings: Settings, metrics: Metrics) -> Runtime:
     try:
         registry.add_zeroshot()
         await load_checkpoint_dir(runtime)
-        if settings.default_model != ZEROSHOT_MODEL:
-            registry.set_default(settings.default_model)
+        registry.resolve(None)  # the default model exists (NotFound stops start-up)
         if settings.warmup:
             await warm_up(runtime)
-        if runtime.watcher is not None and settings.watch:
-            runtime.watcher.start()
+        if runtime.watcher is not None:
+            runtime.watcher.start(folder=settings.watch)
+        if multiprocess_dir() is not None and backbone.device.type == "cuda":
+            runtime.sampler = asyncio.get_running_loop().create_task(sample_gpu_memory(metrics))
     except BaseException:
         await runtime.close()
         raise
@@ -178,13 +193,26 @@ def build_decoder(settings: Settings, backbone: Backbone) -> ImageDecoder:
 
 
 async def load_checkpoint_dir(runtime: Runtime) -> None:
-    directory = runtime.settings.checkpoint_dir
+    """Record new or changed top-level files in the state file, then apply the state file (a
+    refused one stops start-up: there is no last good state to keep serving)."""
+    settings = runtime.settings
+    directory = settings.checkpoint_dir
     if directory is None:
         return
     if not directory.is_dir():
         raise FileNotFoundError(f"checkpoint_dir {directory} is not a folder")
-    runtime.watcher = Watcher(directory, runtime.registry, runtime.settings.watch_interval_s)
+    watcher = Watcher(directory, runtime.registry, settings.watch_interval_s, settings.state_interval_s)
+    runtime.watcher = watcher
     await runtime.watcher.scan()  # refused files are logged and listed; the rest serve
+    await runtime.registry.sync(strict=True)
+
+
+async def sample_gpu_memory(metrics: Metrics, interval_s: float = 2.0) -> None:
+    """Each worker writes its own GPU memory figures, so that the sum any worker's /metrics
+    reports is fresh (a scrape refreshes only the answering worker's)."""
+    while True:
+        metrics.sample_gpu_memory()
+        await asyncio.sleep(interval_s)
 
 
 async def warm_up(runtime: Runtime) -> None:

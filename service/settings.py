@@ -155,6 +155,20 @@ class Settings(BaseSettings):
         default=5.0, gt=0, description="seconds between updates of the process CPU/memory/open-files metrics"
     )
 
+    # -- worker processes and the state file
+    workers: int = Field(
+        default=1,
+        ge=1,
+        description="HTTP worker processes on the same port and device, each with its own batcher, lanes "
+        "and CUDA graphs; a dead worker is replaced (docs/OPERATIONS.md: how to choose N, CUDA MPS)",
+    )
+    state_interval_s: float = Field(
+        default=0.25,
+        gt=0,
+        description="seconds between reads of checkpoint_dir's state file (clipserve-state.json), which "
+        "records admin changes; every worker applies it, so this bounds how far workers lag",
+    )
+
     @field_validator("image_formats", mode="before")
     @classmethod
     def _split_formats(cls, value: object) -> object:

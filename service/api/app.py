@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -46,14 +47,22 @@ REJECTION_REASONS = {
 }
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, started: int | None = None) -> FastAPI:
+    """`started`: when the service started (the supervisor passes its own to every worker)."""
     state = State(settings if settings is not None else Settings())
+    if started is not None:
+        state.started = started
 
     process_stats = ProcessStats(state.metrics)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        state.start()
+        if state.settings.workers == 1:
+            state.start()
+        else:  # a worker takes connections only once it can serve them (its peers serve meanwhile)
+            await state.load()
+            if state.runtime is None:
+                raise RuntimeError(state.error)
         sampler = asyncio.get_running_loop().create_task(
             process_stats.run(state.settings.process_metrics_interval_s)
         )
@@ -152,10 +161,12 @@ def install_error_handlers(app: FastAPI, metrics: Metrics) -> None:
 class RequestMetrics:
     """Duration and count per route template (never the raw path), status code as a label; and a
     `Server-Timing: app;dur=<ms>` header on every answer, so a client can tell time spent in the
-    service from time spent on the network and in its own queues."""
+    service from time spent on the network and in its own queues. `X-Clipserve-Worker: <pid>`
+    names the worker process that answered (with --workers N they share one port)."""
 
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app, self.metrics = app, metrics
+        self.worker = (b"x-clipserve-worker", str(os.getpid()).encode())
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -168,7 +179,8 @@ class RequestMetrics:
             if message["type"] == "http.response.start":
                 status = message["status"]
                 timing = f"app;dur={1000 * (time.monotonic() - started):.2f}".encode()
-                message = {**message, "headers": [*message.get("headers", []), (b"server-timing", timing)]}
+                headers = [*message.get("headers", []), (b"server-timing", timing), self.worker]
+                message = {**message, "headers": headers}
             await send(message)
 
         try:

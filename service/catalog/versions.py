@@ -40,7 +40,7 @@ class Version:
     class_embeddings: torch.Tensor | None  # [C, D] precomputed, on the device
     logit_scale: float
     lane: Lane | None = None
-    created: int = field(default_factory=lambda: int(time.time()))  # Unix seconds it was loaded
+    created: int = field(default_factory=lambda: int(time.time()))  # Unix seconds it was recorded
     refs: int = 0
     retired: bool = False
     freed: bool = False

@@ -1,31 +1,45 @@
-"""The watched checkpoint folder: each top-level `<name>.safetensors` is a version of model `<name>`.
+"""The watched checkpoint folder, and its state file.
 
-Polling (no extra dependency, works on network file systems): a file whose (mtime, size, inode)
-changed since the last scan is loaded as a new version. Dot-files (the atomic writer's
-`.<name>.<pid>.tmp`) and other suffixes are ignored; files in sub-folders are left to the admin
-API; a symlink to a file outside the folder is refused. A refused file is retried only once it
-changes again; a deleted file leaves its model serving.
+- Folder: each top-level `<name>.safetensors` is a version of model `<name>`. Polling (no extra
+  dependency, works on network file systems): a file whose (mtime, size, inode) changed since the
+  last scan is loaded and recorded in the state file as the next version of its model, unless the
+  state already records these bytes (another worker did, or this one before a restart). Dot-files
+  (the atomic writer's `.<name>.<pid>.tmp`) and other suffixes are ignored; files in sub-folders
+  are left to the admin API; a symlink to a file outside the folder is refused. A refused file is
+  retried only once it changes again; a deleted file leaves its model serving.
+- State file: polled every `state_interval_s` (one small read), and applied when its bytes change
+  (catalog/registry.py). This is how every worker process follows the admin API of any of them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from service.catalog.registry import NAME_PATTERN, Registry
+from models.backbone import file_sha256
+from service.catalog.lifecycle import Loaded
+from service.catalog.registry import Registry
+from service.catalog.state import NAME_PATTERN
 from service.errors import ServiceError
+from service.settings import ZEROSHOT_MODEL
 
 log = logging.getLogger("clipserve")
 SUFFIX = ".safetensors"
+Signature = tuple[int, int, int]
 
 
 class Watcher:
-    def __init__(self, directory: Path, registry: Registry, interval_s: float) -> None:
-        self.directory, self.registry, self.interval_s = directory, registry, interval_s
-        self.seen: dict[Path, tuple[int, int, int]] = {}
+    def __init__(
+        self, directory: Path, registry: Registry, interval_s: float, state_interval_s: float
+    ) -> None:
+        self.directory, self.registry = directory, registry
+        self.interval_s, self.state_interval_s = interval_s, state_interval_s
+        self.seen: dict[Path, Signature] = {}
         self.errors: dict[str, str] = {}  # file name -> why it was refused (for /v1/models)
-        self.task: asyncio.Task[None] | None = None
+        self.pending: dict[Path, tuple[Signature, Loaded]] = {}  # loaded, but not recorded yet
+        self.tasks: list[asyncio.Task[None]] = []
 
     def candidates(self) -> list[Path]:
         return sorted(
@@ -53,36 +67,63 @@ class Watcher:
             except FileNotFoundError:  # replaced or removed between listing and stat
                 continue
             signature = (stat.st_mtime_ns, stat.st_size, stat.st_ino)
-            if self.seen.get(path) == signature:
-                continue
-            self.seen[path] = signature
-            await self._load(path)
+            if self.seen.get(path) != signature:
+                await self._absorb(path, signature)
 
-    async def _load(self, path: Path) -> None:
-        name = path.stem
-        if not NAME_PATTERN.match(name):
-            self.errors[path.name] = f"file stem is not a valid model name ({NAME_PATTERN.pattern})"
-            log.warning("ignoring %s: %s", path, self.errors[path.name])
-            return
-        try:
-            await self.registry.load(name, path, replace=True)
-        except ServiceError as error:
-            self.errors[path.name] = error.message
-        else:
-            self.errors.pop(path.name, None)
-
-    def start(self) -> None:
-        self.task = asyncio.get_running_loop().create_task(self._run())
-
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self.interval_s)
+    async def _absorb(self, path: Path, signature: Signature) -> None:
+        """Load a new or changed file and record it; a file that cannot be loaded is refused until
+        it changes, one whose record failed (say, the state file is corrupt) is recorded later."""
+        pending = self.pending.get(path)
+        if pending is None or pending[0] != signature:
+            if not NAME_PATTERN.match(path.stem) or path.stem == ZEROSHOT_MODEL:
+                self._refuse(path, signature, f"file stem is not a valid model name ({NAME_PATTERN.pattern})")
+                return
+            sha256 = await asyncio.to_thread(file_sha256, path)
+            if self.registry.absorbed(path.name, sha256):
+                self._done(path, signature)
+                return
             try:
-                await self.scan()
+                loaded = await self.registry.life.load(path, swap=path.stem in self.registry.active)
+            except ServiceError as error:
+                self._refuse(path, signature, error.message)
+                return
+            pending = self.pending[path] = (signature, loaded)
+        try:
+            await self.registry.absorb(path.name, pending[1])
+        except ServiceError as error:  # not recorded: tried again at the next scan
+            if self.errors.get(path.name) != error.message:
+                log.warning("%s not recorded: %s", path.name, error.message)
+            self.errors[path.name] = error.message
+            return
+        self._done(path, signature)
+
+    def _refuse(self, path: Path, signature: Signature, reason: str) -> None:
+        self.errors[path.name] = reason
+        self.seen[path] = signature
+        self.pending.pop(path, None)
+        log.warning("ignoring %s: %s", path, reason)
+
+    def _done(self, path: Path, signature: Signature) -> None:
+        self.errors.pop(path.name, None)
+        self.seen[path] = signature
+        self.pending.pop(path, None)
+
+    def start(self, folder: bool) -> None:
+        """Follow the state file; and the folder's files when `folder` (the `watch` setting)."""
+        loop = asyncio.get_running_loop()
+        self.tasks.append(loop.create_task(self._every(self.state_interval_s, self.registry.sync)))
+        if folder:
+            self.tasks.append(loop.create_task(self._every(self.interval_s, self.scan)))
+
+    async def _every(self, seconds: float, step: Callable[[], Awaitable[None]]) -> None:
+        while True:
+            await asyncio.sleep(seconds)
+            try:
+                await step()
             except OSError as error:  # the folder itself vanished or is unreadable: keep serving
-                log.error("cannot scan %s: %s", self.directory, error)
+                log.error("cannot read %s: %s", self.directory, error)
 
     async def close(self) -> None:
-        if self.task is not None:
-            self.task.cancel()
-            await asyncio.gather(self.task, return_exceptions=True)
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)

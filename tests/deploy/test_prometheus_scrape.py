@@ -2,7 +2,8 @@
 variables as in the container), both on loopback, with deploy/prometheus/prometheus.yml (target
 rewritten) and the alert rules. Through Prometheus's HTTP API: the clipserve_ series arrived, every
 rule evaluates without error, and every dashboard and autoscaler query is valid PromQL that
-returns data (GPU memory excepted: this service runs on the CPU).
+returns data (GPU memory excepted: this service runs on the CPU). Once with one process, once with
+`CLIPSERVE_WORKERS=2` (prometheus_client's multiprocess mode).
 """
 
 from __future__ import annotations
@@ -83,8 +84,9 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
         proc.wait(timeout=10)
 
 
-@pytest.fixture
-def clipserve(tmp_path: Path) -> Iterator[Running]:
+@pytest.fixture(params=[1, 2], ids=["1-worker", "2-workers"])
+def clipserve(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Running]:
+    """With 2 workers, each scrape reaches one of them and reports the totals of both."""
     port = free_port()
     env = {
         **os.environ,
@@ -96,6 +98,7 @@ def clipserve(tmp_path: Path) -> Iterator[Running]:
         "CLIPSERVE_CHECKPOINT_DIR": str(tmp_path),
         "CLIPSERVE_DRAIN_GRACE_S": "0",
         "CLIPSERVE_MAX_WAIT_MS": "2",
+        "CLIPSERVE_WORKERS": str(request.param),
     }
     command = [sys.executable, "-m", "clipserve_cli", "serve", "--log-level", "warning"]
     running = Running(f"http://127.0.0.1:{port}", start(command, tmp_path / "clipserve.log", env))

@@ -24,18 +24,27 @@ SAVES = 30
 
 
 class RecordingRegistry:
-    """Stands in for the Registry: loads each file the watcher hands over, strictly."""
+    """Stands in for the Registry (and its Lifecycle): loads each file the watcher hands over,
+    strictly, and records nothing."""
 
     def __init__(self) -> None:
         self.loaded: list[str] = []
         self.failures: list[str] = []
+        self.active: dict[str, Any] = {}
+        self.life = self
 
-    async def load(self, name: str, path: Path, replace: bool) -> Any:
+    async def load(self, path: Path, swap: bool = False) -> Any:
         self.loaded.append(path.name)
         try:
             load_checkpoint(path)
         except Exception as error:  # a half-written file would land here
             self.failures.append(f"{path.name}: {error}")
+
+    def absorbed(self, file: str, sha256: str) -> bool:
+        return False
+
+    async def absorb(self, file: str, loaded: Any) -> None:
+        pass
 
 
 def test_watcher_only_ever_loads_complete_files_while_exports_are_written(
@@ -43,7 +52,7 @@ def test_watcher_only_ever_loads_complete_files_while_exports_are_written(
 ) -> None:
     checkpoints = [make_learner(tiny_backbone, seed=s).to_checkpoint(provenance={}) for s in range(2)]
     registry = RecordingRegistry()
-    watcher = Watcher(tmp_path, registry, interval_s=0.001)  # type: ignore[arg-type]
+    watcher = Watcher(tmp_path, registry, interval_s=0.001, state_interval_s=1)  # type: ignore[arg-type]
     done = threading.Event()
 
     def export_repeatedly() -> None:
@@ -74,7 +83,7 @@ def test_watcher_only_ever_loads_complete_files_while_exports_are_written(
 def test_a_temp_file_appearing_mid_scan_is_never_loaded(tmp_path: Path, tiny_backbone: Backbone) -> None:
     """A scan that lists the folder while temp files exist (with either suffix) loads none of them."""
     registry = RecordingRegistry()
-    watcher = Watcher(tmp_path, registry, interval_s=1)  # type: ignore[arg-type]
+    watcher = Watcher(tmp_path, registry, interval_s=1, state_interval_s=1)  # type: ignore[arg-type]
     learner = make_learner(tiny_backbone, seed=1)
     save_checkpoint(tmp_path / "a.safetensors", learner.to_checkpoint(provenance={}))
     listing = watcher.candidates

@@ -214,7 +214,10 @@ def test_embedding_requests_get_an_answer_or_a_clean_4xx(server: ServerThread, b
     body=infer_bodies,
     binary=st.binary(max_size=300),
     header=st.one_of(
-        st.none(), st.integers(-5, 5000).map(str), st.from_regex(r"[0-9a-z. -]{0,8}", fullmatch=True)
+        st.none(),
+        st.integers(-5, 5000).map(str),
+        # HTTP clients refuse header values with outer whitespace before sending; inner spaces reach us
+        st.from_regex(r"[0-9a-z. -]{0,8}", fullmatch=True).filter(lambda value: value == value.strip()),
     ),
     path=st.sampled_from(["/v2/models/zeroshot/infer", "/v2/models/pets/versions/1/infer"]),
 )

@@ -73,7 +73,9 @@ def free_port() -> int:
 
 
 @pytest.mark.slow
-def test_sigterm_drains_in_flight_requests_then_exits(tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", [1, 2])
+def test_sigterm_drains_in_flight_requests_then_exits(tmp_path: Path, workers: int) -> None:
+    """With 2 workers the 8 requests are spread over both (SO_REUSEPORT), and every worker drains."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     # Batches wait up to 2.5 s to fill, so requests are still in flight when the listener closes
@@ -82,12 +84,18 @@ def test_sigterm_drains_in_flight_requests_then_exits(tmp_path: Path) -> None:
         sys.executable, "-m", "clipserve_cli", "serve", "--port", str(port),
         "--arch", "clipserve-tiny-vit", "--pretrained", "random", "--device", "cpu",
         "--max-batch-size", "64", "--max-wait-ms", "2500", "--drain-grace-s", "1",
+        "--workers", str(workers),
     ]  # fmt: skip
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     log = (tmp_path / "server.log").open("w")
     process = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
-        wait_until(lambda: _ready(url) or process.poll() is not None, timeout_s=90, interval_s=0.1)
+        ready_workers: set[str] = set()
+        wait_until(
+            lambda: len(_ready(url, ready_workers)) == workers or process.poll() is not None,
+            timeout_s=180,
+            interval_s=0.1,
+        )
         assert process.poll() is None, (tmp_path / "server.log").read_text()
         answers, during_grace, ready_after_signal = asyncio.run(_drain_scenario(url, process))
         exit_code = process.wait(timeout=30)
@@ -103,11 +111,28 @@ def test_sigterm_drains_in_flight_requests_then_exits(tmp_path: Path) -> None:
     assert "Traceback" not in output, output
 
 
-def _ready(url: str) -> bool:
+def _ready(url: str, workers: set[str]) -> set[str]:
+    """The worker processes seen ready so far (each probe is a new connection)."""
     try:
-        return httpx.get(url + "/health/ready", timeout=1).status_code == 200
+        response = httpx.get(url + "/health/ready", timeout=1)
     except httpx.TransportError:
-        return False
+        return workers
+    if response.status_code == 200:
+        workers.add(response.headers["x-clipserve-worker"])
+    return workers
+
+
+async def _readiness_after_signal(url: str) -> int:
+    """Readiness as a balancer's probes see it (a new connection each) within the 1 s grace period:
+    503 once the signal has reached the process (with --workers, every worker)."""
+    status = 0
+    for _ in range(30):
+        async with httpx.AsyncClient(base_url=url, timeout=5) as probe:
+            status = (await probe.get("/health/ready")).status_code
+        if status == 503:
+            return status
+        await asyncio.sleep(0.02)
+    return status
 
 
 async def _drain_scenario(
@@ -123,11 +148,8 @@ async def _drain_scenario(
                 break
             await asyncio.sleep(0.01)
         process.send_signal(signal.SIGTERM)
-        await asyncio.sleep(0.1)
-        async with httpx.AsyncClient(
-            base_url=url, timeout=5
-        ) as fresh:  # a new connection, as a balancer's probe
-            ready = (await fresh.get("/health/ready")).status_code
+        ready = await _readiness_after_signal(url)
+        async with httpx.AsyncClient(base_url=url, timeout=5) as fresh:  # a new connection
             during_grace = await fresh.post("/classify", **multipart([blob], ["a", "b"]))
         started = time.monotonic()
         answers = await asyncio.gather(*in_flight)

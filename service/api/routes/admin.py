@@ -1,7 +1,9 @@
 """/admin: load, swap, unload, default, aliases. Bearer token from settings; unset = disabled.
 
 Files are named relative to checkpoint_dir (sub-folders allowed: the watcher only loads top-level
-files, so keep explicitly managed versions in a sub-folder).
+files, so keep explicitly managed versions in a sub-folder). Every change is recorded in
+checkpoint_dir's state file and applied by the worker that answers before it answers; the other
+worker processes (and replicas sharing the folder) apply it within `state_interval_s` or so.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from pydantic import BaseModel, ConfigDict
 
 from service.api.openapi import error_responses
 from service.api.routes.deps import RuntimeDep, require_admin
-from service.errors import Conflict, Invalid, NotFound
+from service.errors import Conflict, Invalid
 from service.runtime import Runtime
 
 router = APIRouter(
@@ -84,8 +86,6 @@ async def load(body: LoadBody, runtime: RuntimeDep) -> dict[str, Any]:
     responses=error_responses(400, 404, 409, 422),
 )
 async def swap(name: str, body: FileBody, runtime: RuntimeDep) -> dict[str, Any]:
-    if name not in runtime.registry.active:
-        raise NotFound(f"no model named {name!r}; load it first")
     version = await runtime.registry.load(name, checkpoint_file(runtime, body.file), replace=True)
     return version.describe()
 
@@ -96,7 +96,7 @@ async def swap(name: str, body: FileBody, runtime: RuntimeDep) -> dict[str, Any]
     responses=error_responses(404, 409),
 )
 async def unload(name: str, runtime: RuntimeDep) -> dict[str, str]:
-    runtime.registry.unload(name)
+    await runtime.registry.unload(name)
     return {"unloaded": name}
 
 
@@ -106,7 +106,7 @@ async def unload(name: str, runtime: RuntimeDep) -> dict[str, str]:
     responses=error_responses(400, 404, 422),
 )
 async def set_default(body: ModelBody, runtime: RuntimeDep) -> dict[str, str]:
-    runtime.registry.set_default(body.model)
+    await runtime.registry.set_default(body.model)
     return {"default": body.model}
 
 
@@ -114,11 +114,11 @@ async def set_default(body: ModelBody, runtime: RuntimeDep) -> dict[str, str]:
     "/aliases/{alias}", summary="Point an alias at a model", responses=error_responses(400, 404, 409, 422)
 )
 async def set_alias(alias: str, body: ModelBody, runtime: RuntimeDep) -> dict[str, str]:
-    runtime.registry.set_alias(alias, body.model)
+    await runtime.registry.set_alias(alias, body.model)
     return {"alias": alias, "model": body.model}
 
 
 @router.delete("/aliases/{alias}", summary="Remove an alias", responses=error_responses(404, 409))
 async def remove_alias(alias: str, runtime: RuntimeDep) -> dict[str, str]:
-    runtime.registry.remove_alias(alias)
+    await runtime.registry.remove_alias(alias)
     return {"removed": alias}

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
@@ -40,4 +40,4 @@ METRICS_BODY: dict[int | str, dict[str, Any]] = {
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response, responses=METRICS_BODY)
 async def metrics(request: Request, state: StateDep) -> Response:
     request.app.state.process_stats.update()  # this worker's values, fresh for this scrape
-    return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    return Response(state.metrics.render(), media_type=CONTENT_TYPE_LATEST)

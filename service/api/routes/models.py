@@ -35,7 +35,7 @@ REPORTED = (
 )
 
 
-ADMIN_ONLY = ("settings", "refused_files")  # and each version's "source": server paths
+ADMIN_ONLY = ("settings", "refused_files", "state")  # and each version's "source": server paths
 
 
 @router.get(
