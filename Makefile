@@ -82,7 +82,7 @@ bench-e2e: install
 
 # Methods on the procedural world: every method with the papers' protocols (few-shot, base-to-new,
 # domain shift, cross-dataset, SHIP's setting, ProtoCLIP vs InfoNCE), 3 seeds, on the demo ViT,
-# on the CPU (about 45 minutes on 2 cores): writes docs/METHODS.md, METHODS.json, docs/methods/.
+# on the CPU (24-45 minutes on 2 cores, by load): writes docs/METHODS.md, METHODS.json, docs/methods/.
 # Smoke run: make bench-methods BENCH_ARGS="--quick --out /tmp/methods/METHODS.md"
 bench-methods: install
 	$(BIN)/python bench/methods.py $(BENCH_ARGS)

@@ -68,7 +68,6 @@ def main(argv: list[str] | None = None) -> int:
     started, load_before = time.perf_counter(), os.getloadavg()
     runner = make_runner(args.backbone, work, scale, args.reuse)
     results: dict[str, Any] = {}
-    sets = build_sets(runner, scale, work)
     stage_seconds: dict[str, float] = {}
 
     def timed(name: str, fn: Any) -> Any:
@@ -78,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         log.info("%s done in %.0f s", name, stage_seconds[name])
         return value
 
+    sets = timed("image sets", lambda: build_sets(runner, scale, work))  # rendered unless kept
     results["conditions"] = timed("conditions", lambda: conditions(runner, sets))
     if args.conditions_only:  # how the condition was chosen: zero-shot only, nothing trained
         print(json.dumps(results["conditions"]["zero_shot"], indent=1))

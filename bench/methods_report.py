@@ -19,7 +19,7 @@ from bench.methods_claims import (
     claim_rows,
 )
 from bench.methods_plots import plot_base_to_new, plot_few_shot, plot_shift
-from bench.methods_settings import ENSEMBLE, EPOCH_RULE, METHOD_SETTINGS, SCALING, TEMPLATE
+from bench.methods_settings import ENSEMBLE, METHOD_SETTINGS, SCALING, SCHEDULE_RULE, TEMPLATE
 from bench.methods_steps import SHOT_COLUMNS, optimizer_steps
 from bench.methods_text import INTRO, READING, SETUP
 
@@ -105,10 +105,10 @@ def settings_section() -> str:
 
 {table(["method", "paper", "here", "why"], rows)}
 
-{EPOCH_RULE}
+{SCHEDULE_RULE}
 
-Optimizer steps per seed that these settings give (training images // batch size per epoch, as
-the loop counts them; 64 classes, or 32 base classes for base-to-new):
+Optimizer steps per seed, first run -> this rule (epochs x training images // batch size, as the
+loop counts them; 64 classes, or 32 base classes for base-to-new; warmup epochs included):
 
 {steps_table()}
 

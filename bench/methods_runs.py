@@ -19,6 +19,7 @@ from models.backbone import Backbone
 from models.prompts import PromptLearner
 from models.zeroshot import class_embedding_matrix
 from training.data import LabeledImages
+from training.data.fewshot import Subset, base_new_split
 from training.distributed import DistContext
 from training.evaluate import SetResult, evaluate
 from training.feeds import cached_features
@@ -59,7 +60,7 @@ class Runner:
         key: str,
         data: LabeledImages,
         shots: int,
-        subset: str = "all",
+        subset: Subset = "all",
         label_only: Sequence[str] = (),
         tag: str = "",
     ) -> list[PromptLearner]:
@@ -70,14 +71,13 @@ class Runner:
             request.label_only_classes = list(label_only)
             path, _ = run_training(request, self.ctx, backbone=self.backbone)
             learners.append(load_learner(path, self.backbone))
-        self.seconds[f"{key}{tag} K={shots}"] = time.perf_counter() - started
-        log.info(
-            "%s%s K=%d: %.0f s for %d seeds", key, tag, shots, time.perf_counter() - started, len(learners)
-        )
+        name = f"{key}{tag} {subset} K={shots}"
+        self.seconds[name] = time.perf_counter() - started
+        log.info("%s: %.0f s for %d seeds", name, self.seconds[name], len(learners))
         return learners
 
     def request(
-        self, key: str, data: LabeledImages, shots: int, subset: str, seed: int, tag: str
+        self, key: str, data: LabeledImages, shots: int, subset: Subset, seed: int, tag: str
     ) -> TrainRequest:
         setting = METHOD_SETTINGS[key]
         return TrainRequest(
@@ -90,13 +90,13 @@ class Runner:
             arch=self.backbone.identity.arch,
             pretrained=self.pretrained,
             learner=dict(setting["learner"]),
-            hparams=method_hparams(key, self.scale, shots),
+            hparams=method_hparams(key, self.scale, shots, subset_classes(data, subset)),
             num_workers=0,
             progress=False,
             resume=self.resume,
         )
 
-    def probes(self, data: LabeledImages, shots: int, subset: str = "all") -> list[LinearProbe]:
+    def probes(self, data: LabeledImages, shots: int, subset: Subset = "all") -> list[LinearProbe]:
         """One linear probe per seed, on the same K-shot draw the prompt methods get."""
         probes = []
         for seed in self.scale.seeds:
@@ -111,6 +111,12 @@ class Runner:
         features, valid, _ = cached_features(learner, data, self.ctx.device)
         labels = torch.tensor([r.label for r in data.records])
         return features[valid], labels[valid]
+
+
+def subset_classes(data: LabeledImages, subset: str) -> int:
+    """How many classes a run on `subset` of `data` trains on."""
+    base, new = base_new_split(len(data.keys))
+    return {"all": len(data.keys), "base": len(base), "new": len(new)}[subset]
 
 
 def score_probe(runner: Runner, probes: Sequence[LinearProbe], data: LabeledImages) -> list[SetResult]:
