@@ -115,7 +115,7 @@ async def start_runtime(settings: Settings, metrics: Metrics, started: int) -> R
     config = BatchConfig(settings.max_batch_size, settings.max_wait_ms / 1000, settings.max_queue_images)
     metrics.queue_capacity.set(settings.max_queue_images)
     batcher = Batcher(encoder, backbone.preprocessing, backbone.device, config, metrics)
-    text = TextCache(settings.text_cache_entries, metrics)
+    text = TextCache(settings.text_cache_entries, metrics, backbone.device)
     life = Lifecycle(backbone, batcher, text, metrics)
     registry = Registry(life, settings.checkpoint_dir, settings.default_model, metrics, started)
     metrics.model_info.source = lambda: [

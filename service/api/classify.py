@@ -13,6 +13,7 @@ import torch
 
 from service.api.parse import ClassifyInput
 from service.catalog.versions import Version
+from service.engine.device_io import ClassMatrix
 from service.metrics import Metrics
 from service.runtime import Runtime
 
@@ -59,9 +60,9 @@ async def classify(rt: Runtime, request: ClassifyInput) -> dict[str, Any]:
 
 async def class_side(
     rt: Runtime, version: Version, labels: list[str], templates: tuple[str, ...]
-) -> torch.Tensor | tuple[str, ...]:
-    """[C, D] class matrix (stored or cached embeddings); image-conditioned methods get the labels,
-    since their text side is computed per image in their own lane."""
+) -> ClassMatrix | tuple[str, ...]:
+    """[C, D] class matrix (stored or cached embeddings) with its ready event; image-conditioned
+    methods get the labels, since their text side is computed per image in their own lane."""
     if version.image_conditioned:
         return tuple(labels)
     return await rt.text.class_matrix(version, labels, templates)
