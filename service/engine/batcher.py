@@ -36,7 +36,7 @@ from service.engine.device_io import (
     ClassMatrix,
     follow_default_stream,
     gather_pixels,
-    hold_class_matrices,
+    hold_for,
     on_stream,
     results_to_host,
     side_stream,
@@ -208,9 +208,7 @@ class Lane:
         with torch.no_grad(), on_stream(self.stream):
             # The device waits for these jobs' class matrices only (text stream); pixels: below.
             wait_for(self.stream, [job.classes_ready for job in jobs])
-            hold_class_matrices(
-                self.stream, [job.target for job in jobs if isinstance(job.target, torch.Tensor)]
-            )
+            hold_for(self.stream, [job.target for job in jobs if isinstance(job.target, torch.Tensor)])
             pixels = gather_pixels([job.pixels for job in jobs], self.device)  # [N, 3, S, S] uint8
             x = self.normalise(pixels)  # [N, 3, S, S] float
             return results_to_host(self.forward(x, jobs))  # per job [n, C] float32 on the CPU

@@ -7,17 +7,19 @@ Per request (decode_device=cuda):
 2. routing: baseline RGB or greyscale JPEGs that end in an EOI marker go to nvJPEG; everything else
    (PNG, WebP, GIF, BMP, CMYK and progressive JPEGs, JPEGs cut short) is decoded by Pillow on the
    CPU pool. A truncated JPEG must stay a 400, and nvJPEG may decode one without complaint.
-3. on the device thread, on the decode stream: torchvision.io.decode_jpeg(list, device=cuda) (one
-   nvJPEG batch), open_clip's resize + centre crop as tensor ops (images of one size resized as one
-   batch), the Pillow rows copied up from pinned memory, all stacked in request order; then an
-   event is recorded. The lane's stream waits on that event, so the host never waits for decoding.
-   If nvJPEG raises (data it cannot read), the request is decoded by Pillow instead, which either
-   succeeds or raises the 400 it always has.
+3. on the device thread: torchvision.io.decode_jpeg(list, device=cuda) (one nvJPEG batch) on the
+   decode stream, drained first; then on the prepare stream, after the decode: open_clip's resize +
+   centre crop as tensor ops (images of one size resized as one batch), the Pillow rows copied up
+   from pinned memory, all stacked in request order; then an event is recorded. The lane's stream
+   waits on that event, so neither the event loop nor a lane waits for decoding. Why two streams and
+   the drain: service/engine/decode_streams.py (torchvision's decoder does not order its writes
+   after work queued on the caller's stream). If nvJPEG raises (data it cannot read), the request
+   is decoded by Pillow instead, which either succeeds or raises the 400 it always has.
 
 Decoding per request rather than per lane batch keeps a request's errors in its own coroutine,
 before it queues, and the nvJPEG batch is the request (32 images in the target workload, the
 encoder batch size). Decode and encode overlap across requests: request k+1 decodes on the decode
-stream while batch k encodes on the lane's stream.
+stream while request k is resized on the prepare stream and batch k-1 encodes on the lane's stream.
 
 The same code runs with device=cpu (torchvision's libjpeg-turbo decoder): that is how the tests
 and the CPU bench exercise it without a GPU.
@@ -36,8 +38,9 @@ import torch
 from PIL import Image
 from torchvision.io import ImageReadMode, decode_jpeg
 
+from models.transfer import to_device
 from service.engine.decode import DecodeLimits, Decoder, Pixels, decode_image, read_header
-from service.engine.device_io import on_stream
+from service.engine.decode_streams import DecodeStreams
 from service.errors import ServiceError
 
 log = logging.getLogger("clipserve")
@@ -118,7 +121,7 @@ class DeviceDecoder:
         # One thread: torchvision serialises nvJPEG behind a global lock anyway, and one thread keeps
         # the decode stream's work in request order.
         self.thread = ThreadPoolExecutor(1, thread_name_prefix="decode-device")
-        self.stream = torch.cuda.Stream(device) if device.type == "cuda" else None
+        self.streams = DecodeStreams(device)
 
     async def decode(self, blobs: Sequence[bytes]) -> Pixels:
         """N encoded images -> [N, 3, S, S] uint8 on the device (Pixels.ready: the decode event)."""
@@ -146,26 +149,21 @@ class DeviceDecoder:
         self, blobs: Sequence[bytes], routes: list[bool], host_rows: list[torch.Tensor]
     ) -> Pixels:
         jpeg_index = [i for i, tensor in enumerate(routes) if tensor]
-        with torch.no_grad(), on_stream(self.stream):
-            decoded = decode_jpegs([blobs[i] for i in jpeg_index], self.device)  # [3, H_i, W_i] each
-            rows = dict(zip(jpeg_index, resize_tensors(decoded, self.resize), strict=True))
-            if host_rows:
-                uploaded = self._upload(host_rows)  # [h, 3, S, S]
-                host_index = [i for i, tensor in enumerate(routes) if not tensor]
-                rows.update(zip(host_index, uploaded.unbind(), strict=True))
-            data = torch.stack([rows[i] for i in range(len(blobs))])  # [N, 3, S, S] uint8
-            ready = None
-            if self.stream is not None:
-                ready = torch.cuda.Event()
-                ready.record(self.stream)
-        return Pixels(data, ready)
+        with torch.no_grad():
+            with self.streams.decoding():
+                decoded = decode_jpegs([blobs[i] for i in jpeg_index], self.device)  # [3, H_i, W_i] each
+            with self.streams.preparing(decoded):
+                rows = dict(zip(jpeg_index, resize_tensors(decoded, self.resize), strict=True))
+                if host_rows:
+                    uploaded = self._upload(host_rows)  # [h, 3, S, S]
+                    host_index = [i for i, tensor in enumerate(routes) if not tensor]
+                    rows.update(zip(host_index, uploaded.unbind(), strict=True))
+                data = torch.stack([rows[i] for i in range(len(blobs))])  # [N, 3, S, S] uint8
+                return Pixels(data, self.streams.ready())
 
     def _upload(self, host_rows: list[torch.Tensor]) -> torch.Tensor:
         """[3, S, S] uint8 rows on the host -> [h, 3, S, S] on the device, via pinned memory."""
-        stacked = torch.stack(host_rows)
-        if self.device.type == "cuda":
-            stacked = stacked.pin_memory()
-        return stacked.to(self.device, non_blocking=True)
+        return to_device(torch.stack(host_rows), self.device)
 
     def close(self) -> None:
         self.thread.shutdown(wait=False, cancel_futures=True)

@@ -86,14 +86,15 @@ def follow_default_stream(stream: torch.cuda.Stream | None, device: torch.device
         stream.wait_stream(torch.cuda.default_stream(device))
 
 
-def hold_class_matrices(stream: torch.cuda.Stream | None, matrices: Iterable[torch.Tensor]) -> None:
-    """Class matrices made on the text stream and read on `stream`: tell the caching allocator, so
-    that a matrix evicted from the cache mid-pass keeps its block until this stream is past it."""
+def hold_for(stream: torch.cuda.Stream | None, tensors: Iterable[torch.Tensor]) -> None:
+    """Tensors made on another stream and read on `stream`: tell the caching allocator, so that a
+    block freed on the host (a class matrix evicted from the cache mid-pass, a decoded image after
+    its resize was queued) is not handed out again until `stream` is past its reads."""
     if stream is None:
         return
-    for matrix in matrices:
-        if matrix.is_cuda:
-            matrix.record_stream(stream)
+    for tensor in tensors:
+        if tensor.is_cuda:
+            tensor.record_stream(stream)
 
 
 def gather_pixels(parts: Sequence[Pixels], device: torch.device) -> torch.Tensor:

@@ -25,7 +25,7 @@ from service.catalog.text_cache import TextCache
 from service.catalog.versions import Version
 from service.engine.batcher import BatchConfig, Lane, stock_forward
 from service.engine.decode import Pixels
-from service.engine.device_io import ClassMatrix, hold_class_matrices, side_stream
+from service.engine.device_io import ClassMatrix, hold_for, side_stream
 from service.metrics import Metrics
 
 PRE = Preprocessing(4, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
@@ -210,8 +210,8 @@ class FakeMatrix:
 
 def test_class_matrices_on_the_device_are_held_for_the_lanes_stream() -> None:
     on_device, on_host, stream = FakeMatrix(True), FakeMatrix(False), FakeStream("lane")
-    hold_class_matrices(stream, [on_device, on_host])  # type: ignore[list-item]
-    hold_class_matrices(None, [on_device])  # type: ignore[list-item]
+    hold_for(stream, [on_device, on_host])  # type: ignore[list-item]
+    hold_for(None, [on_device])  # type: ignore[list-item]
     assert on_device.recorded == [stream] and on_host.recorded == []
 
 
