@@ -189,7 +189,7 @@ def build_decoder(settings: Settings, backbone: Backbone) -> ImageDecoder:
         log.warning("nvJPEG cannot decode here (%s); decoding with Pillow on CPU threads", problem)
         return pillow
     log.info("decoding JPEGs with nvJPEG on %s; Pillow for other formats", decode_device)
-    return DeviceDecoder(pillow, decode_device)
+    return DeviceDecoder(pillow, decode_device, settings.max_gpu_decode_pixels)
 
 
 async def load_checkpoint_dir(runtime: Runtime) -> None:

@@ -17,6 +17,8 @@ RANDOM_WEIGHTS = "random"
 ZEROSHOT_MODEL = "zeroshot"
 # Secrets come from the environment only (never a flag: it would show in `ps`) and are never logged.
 SECRET_FIELDS = {"admin_token", "api_keys", "metrics_token"}
+# 2**26: 32 full-HD images (66.4 M pixels) of a request still decode on the GPU
+DEFAULT_GPU_DECODE_PIXELS = 1 << 26
 # ONNX Runtime's CUDA provider takes host arrays: every batch would go device -> host -> device and
 # back, outside the lane's stream. IO binding on device buffers could avoid that, but it cannot be
 # tested on the GPU machine (its onnxruntime is CPU only), so backend=onnx is CPU only, refused up
@@ -112,6 +114,12 @@ class Settings(BaseSettings):
         default="auto",
         description="where JPEGs are decoded and resized: 'auto' = nvJPEG on the GPU when the service runs "
         "on CUDA, Pillow on CPU threads otherwise; other formats always use Pillow",
+    )
+    max_gpu_decode_pixels: int = Field(
+        default=DEFAULT_GPU_DECODE_PIXELS,
+        ge=1,
+        description="pixels of one request that nvJPEG decodes (smallest images first); the request's "
+        "other JPEGs are decoded by Pillow at reduced size (JPEG draft), bounding GPU memory per request",
     )
     cuda_graphs: bool = Field(
         default=True,
