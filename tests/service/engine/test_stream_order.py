@@ -1,6 +1,7 @@
-"""Stream ordering of the class side (service/engine/device_io.py): text work runs on the text
-stream, each class matrix carries the event recorded after its last write, and a lane's stream
-waits on its jobs' events only, never on the default stream per batch. CPU tests check the calls
+"""Stream ordering of the class side (service/engine/device_io.py, service/catalog/text_cache.py):
+labels are encoded on the text stream, matrices stacked on the matrix stream after the events of
+their rows' encodings, each class matrix carries the event recorded after its stack, and a lane's
+stream waits on its jobs' events only, never on the default stream per batch. CPU tests check the calls
 with fake streams and events; the `gpu` test checks that a busy text stream and a busy default
 stream hold up no lane batch."""
 
@@ -25,7 +26,7 @@ from service.catalog.text_cache import TextCache
 from service.catalog.versions import Version
 from service.engine.batcher import BatchConfig, Lane, stock_forward
 from service.engine.decode import Pixels
-from service.engine.device_io import ClassMatrix, hold_for, side_stream
+from service.engine.device_io import ClassMatrix, hold_for
 from service.metrics import Metrics
 
 PRE = Preprocessing(4, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
@@ -125,62 +126,71 @@ class FakeVersion:
 
     def __init__(self, recorder: Recorder, stored: dict[str, int] | None = None) -> None:
         self.recorder, self.stored = recorder, stored or {}
-        self.encoded_on: list[str | None] = []
+        self.ran_on: list[str | None] = []
         self.embeddings = F.normalize(torch.randn(max(len(self.stored), 1), D), dim=-1)
 
     def precomputed_covers(self, labels: list[str], templates: object) -> bool:
-        return bool(self.stored) and all(label in self.stored for label in labels)
+        return all(label in self.stored for label in labels)
 
     def precomputed_rows(self, labels: list[str]) -> torch.Tensor:
-        self.encoded_on.append(self.recorder.current())
+        self.ran_on.append(self.recorder.current())
         return self.embeddings[[self.stored[label] for label in labels]]
 
-    def stored_row(self, label: str, templates: object) -> None:
-        return None
+    def stored_row(self, label: str, templates: object) -> torch.Tensor | None:
+        return self.embeddings[self.stored[label]] if label in self.stored else None
 
     def encode_labels(self, labels: list[str], templates: tuple[str, ...]) -> torch.Tensor:
-        self.encoded_on.append(self.recorder.current())
+        self.ran_on.append(self.recorder.current())
         return F.normalize(torch.randn(len(labels), D), dim=-1)
 
 
-def text_cache_on_a_fake_stream(monkeypatch: pytest.MonkeyPatch) -> tuple[TextCache, Recorder]:
-    recorder = Recorder()
+def text_cache_on_fake_streams(monkeypatch: pytest.MonkeyPatch) -> tuple[TextCache, Recorder, list]:
+    recorder, waits = Recorder(), []
     monkeypatch.setattr(text_cache_module, "on_stream", recorder.on_stream)
     monkeypatch.setattr(text_cache_module, "record_ready", recorder.record_ready)
+    wait = lambda stream, events: waits.extend((stream.name, event) for event in events)  # noqa: E731
+    monkeypatch.setattr(text_cache_module, "wait_for", wait)
     cache = TextCache(capacity=100, metrics=Metrics())
-    cache.stream = FakeStream("text")  # type: ignore[assignment]
-    return cache, recorder
+    cache.text_stream = FakeStream("text")  # type: ignore[assignment]
+    cache.matrix_stream = FakeStream("matrix")  # type: ignore[assignment]
+    return cache, recorder, waits
 
 
-def test_labels_are_encoded_on_the_text_stream_and_the_matrix_carries_its_last_event(
+def test_labels_are_encoded_on_the_text_stream_and_stacked_after_their_event(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    cache, recorder = text_cache_on_a_fake_stream(monkeypatch)
-    version = FakeVersion(recorder)
+    cache, recorder, waits = text_cache_on_fake_streams(monkeypatch)
+    version = FakeVersion(recorder, stored={"cat": 0})
 
-    async def scenario() -> tuple[ClassMatrix, ClassMatrix]:
-        first = await cache.class_matrix(version, ["zebra", "lion"], ())  # type: ignore[arg-type]
-        again = await cache.class_matrix(version, ["zebra", "lion"], ())  # type: ignore[arg-type]
-        return first, again
+    async def scenario() -> tuple[ClassMatrix, ClassMatrix, ClassMatrix]:
+        first = await cache.class_matrix(version, ["zebra", "cat", "lion"], ())  # type: ignore[arg-type]
+        again = await cache.class_matrix(version, ["zebra", "cat", "lion"], ())  # type: ignore[arg-type]
+        cached_rows = await cache.class_matrix(version, ["lion", "zebra"], ())  # type: ignore[arg-type]
+        return first, again, cached_rows
 
     try:
-        first, again = asyncio.run(scenario())
+        first, again, cached_rows = asyncio.run(scenario())
     finally:
         cache.close()
-    assert version.encoded_on == ["text"]  # the text thread ran the encoder on the text stream
-    assert recorder.events == [("text", "text")]  # one event, recorded on the text stream after the stack
-    assert first.ready == ("text", "text") and first.data.shape == (2, D)
-    assert again is first  # from the matrix cache, with the same event
+    encoded = ("text", "text")  # the encoding's event: recorded on the text stream, by the text thread
+    assert version.ran_on == ["text"]  # one encoding (zebra, lion), on the text stream
+    assert recorder.events == [encoded, ("matrix", "matrix"), ("matrix", "matrix")]
+    # the first stack waits for the encoding (once for both rows; the stored row has no event) ...
+    assert first.ready == ("matrix", "matrix") and first.data.shape == (3, D)
+    assert again is first  # the whole-list cache: same matrix, same event, no new stack
+    # ... and a stack of cached rows waits on their (long finished) event, not on the text stream
+    assert waits == [("matrix", encoded), ("matrix", encoded)]
+    assert torch.equal(cached_rows.data, first.data[[2, 0]])
 
 
-def test_stored_rows_are_selected_on_the_text_stream_with_an_event(monkeypatch: pytest.MonkeyPatch) -> None:
-    cache, recorder = text_cache_on_a_fake_stream(monkeypatch)
+def test_stored_rows_are_selected_on_the_matrix_stream_with_an_event(monkeypatch: pytest.MonkeyPatch) -> None:
+    cache, recorder, waits = text_cache_on_fake_streams(monkeypatch)
     version = FakeVersion(recorder, stored={"cat": 0, "dog": 1})
     try:
         matrix = asyncio.run(cache.class_matrix(version, ["dog", "cat"], ()))  # type: ignore[arg-type]
     finally:
         cache.close()
-    assert version.encoded_on == ["text"] and matrix.ready == ("text", "text")
+    assert version.ran_on == ["matrix"] and matrix.ready == ("matrix", "matrix") and waits == []
     assert torch.equal(matrix.data, version.embeddings[[1, 0]])
 
 
@@ -215,33 +225,59 @@ def test_class_matrices_on_the_device_are_held_for_the_lanes_stream() -> None:
     assert on_device.recorded == [stream] and on_host.recorded == []
 
 
+class CudaVersion:
+    """A version with two stored classes on the GPU and a fast text side (random rows)."""
+
+    uid, freed = "v1", False
+
+    def __init__(self) -> None:
+        self.stored = {"cat": 0, "dog": 1}
+        self.class_embeddings = F.normalize(torch.randn(2, D, device="cuda"), dim=-1)
+
+    def precomputed_covers(self, labels: list[str], templates: object) -> bool:
+        return all(label in self.stored for label in labels)
+
+    def precomputed_rows(self, labels: list[str]) -> torch.Tensor:
+        return self.class_embeddings[[self.stored[label] for label in labels]]
+
+    def stored_row(self, label: str, templates: object) -> torch.Tensor | None:
+        return self.class_embeddings[self.stored[label]] if label in self.stored else None
+
+    def encode_labels(self, labels: list[str], templates: tuple[str, ...]) -> torch.Tensor:
+        return F.normalize(torch.randn(len(labels), D, device="cuda"), dim=-1)
+
+
 @pytest.mark.gpu
 def test_a_busy_text_stream_and_default_stream_hold_up_no_lane_batch() -> None:
-    """~1 s of GPU sleep queued on the text stream (1,000 new labels being encoded) and on the default
-    stream: a lane batch whose class matrix is ready comes back while both are still busy."""
+    """~1.5 s of GPU sleep queued on the text stream (1,000 new labels being encoded) and on the
+    default stream: requests whose labels are stored, or cached and stacked anew, get their class
+    matrix and their lane batch back while both streams are still busy."""
     cuda = torch.device("cuda")
 
-    async def scenario() -> tuple[torch.Tensor, bool, bool, float]:
+    async def scenario() -> tuple[list[torch.Tensor], bool, bool, float]:
         config = BatchConfig(max_batch=8, max_wait_s=0.001, max_queue=64)
         lane = Lane("shared", stock_forward(identity_encoder), config, Metrics(), PRE, cuda)
-        classes = F.normalize(torch.randn(3, D, device=cuda), dim=-1)
+        cache, version = TextCache(100, Metrics(), cuda), CudaVersion()
         pixels = Pixels(torch.randint(0, 255, (2, 3, 4, 4), dtype=torch.uint8).pin_memory())
-        await lane.submit(pixels, ClassMatrix(classes))  # lazy set-up outside the timing
+        warm = await cache.class_matrix(version, ["zebra", "lion", "cat"], ())  # type: ignore[arg-type]
+        await lane.submit(pixels, warm)  # lazy set-up, and zebra + lion encoded and cached
         torch.cuda.synchronize()
-        text = side_stream(cuda)
-        assert text is not None
-        with torch.cuda.stream(text):
+        assert cache.text_stream is not None
+        with torch.cuda.stream(cache.text_stream):
             torch.cuda._sleep(int(3e9))
         torch.cuda._sleep(int(3e9))  # the default stream
         started = time.monotonic()
-        cosines = await lane.submit(pixels, ClassMatrix(classes))
+        stored = await cache.class_matrix(version, ["dog", "cat"], ())  # type: ignore[arg-type]
+        restacked = await cache.class_matrix(version, ["lion", "dog", "zebra"], ())  # type: ignore[arg-type]
+        cosines = await asyncio.gather(lane.submit(pixels, stored), lane.submit(pixels, restacked))
         elapsed = time.monotonic() - started
-        busy = not text.query(), not torch.cuda.default_stream(cuda).query()
+        busy = not cache.text_stream.query(), not torch.cuda.default_stream(cuda).query()
         await lane.close()
+        cache.close()
         torch.cuda.synchronize()
-        return cosines, busy[0], busy[1], elapsed
+        return list(cosines), busy[0], busy[1], elapsed
 
     cosines, text_busy, default_busy, elapsed = asyncio.run(scenario())
-    assert cosines.shape == (2, 3)
+    assert [tuple(c.shape) for c in cosines] == [(2, 2), (2, 3)]
     assert text_busy and default_busy, "the sleeps were too short to show anything"
     assert elapsed < 0.5
