@@ -66,7 +66,7 @@ class Job:
     target: Any
     future: asyncio.Future[torch.Tensor]
     enqueued: float = field(default_factory=time.monotonic)
-    classes_ready: torch.cuda.Event | None = None  # the class matrix's event (text stream), if any
+    classes_ready: torch.cuda.Event | None = None  # the class matrix's event (matrix stream), if any
 
     @property
     def size(self) -> int:
@@ -206,7 +206,7 @@ class Lane:
     def _forward(self, jobs: list[Job]) -> list[torch.Tensor | Exception]:
         """On the lane thread and stream; the results copy at the end is the pass's one host sync."""
         with torch.no_grad(), on_stream(self.stream):
-            # The device waits for these jobs' class matrices only (text stream); pixels: below.
+            # The device waits for these jobs' class matrices only (matrix stream); pixels: below.
             wait_for(self.stream, [job.classes_ready for job in jobs])
             hold_for(self.stream, [job.target for job in jobs if isinstance(job.target, torch.Tensor)])
             pixels = gather_pixels([job.pixels for job in jobs], self.device)  # [N, 3, S, S] uint8

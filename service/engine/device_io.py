@@ -1,7 +1,8 @@
 """A lane batch's way onto the device and back: the only places the hot path meets the host.
 
-Streams (CUDA): each lane encodes on its own stream, JPEGs decode on the decode stream, and class
-matrices are encoded and assembled on the text stream. Nothing waits for the default stream per
+Streams (CUDA): each lane encodes on its own stream, JPEGs decode on the decode stream and are
+resized on the prepare stream, labels are encoded on the text stream and class matrices assembled
+on the matrix stream. Nothing waits for the default stream per
 batch: a job carries an event for each input made on another stream (its decoded pixels, its class
 matrix), and the lane's stream waits on those events only, on the device. So a request that encodes
 1,000 new labels delays no one else's images.
@@ -28,7 +29,7 @@ class ClassMatrix:
     """A request's class side on its way to a lane (the class-side twin of Pixels)."""
 
     data: torch.Tensor  # [C, D] normalised, on the device
-    ready: torch.cuda.Event | None = None  # recorded on the text stream once `data` is written
+    ready: torch.cuda.Event | None = None  # recorded on the matrix stream once `data` is written
 
     def __len__(self) -> int:
         return len(self.data)
@@ -78,7 +79,7 @@ def on_stream(stream: torch.cuda.Stream | None) -> Iterator[None]:
 def follow_default_stream(stream: torch.cuda.Stream | None, device: torch.device) -> None:
     """Make a side stream wait (on the device, not the host) for work queued on the default stream.
 
-    Once, when a lane or the text stream is made (weights and learner tensors were written on the
+    Once, when a lane or a text-cache stream is made (weights and learner tensors were written on the
     default stream at load; PyTorch's side streams do not wait for it implicitly), and before a
     warm-up pass; never per batch.
     """
