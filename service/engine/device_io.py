@@ -2,10 +2,10 @@
 
 Streams (CUDA): each lane encodes on its own stream, JPEGs decode on the decode stream and are
 resized on the prepare stream, labels are encoded on the text stream and class matrices assembled
-on the matrix stream. Nothing waits for the default stream per
-batch: a job carries an event for each input made on another stream (its decoded pixels, its class
-matrix), and the lane's stream waits on those events only, on the device. So a request that encodes
-1,000 new labels delays no one else's images.
+on the matrix stream. Nothing waits for the default stream per batch: a job carries an event for
+each input made on another stream (its decoded pixels, its class matrix), and the lane's stream
+waits on those events only, on the device. So a request that encodes 1,000 new labels delays no one
+else's images.
 
 In: each job's pixels are either on the device already (GPU decode; the lane's stream waits on the
 job's decode event, so the host never waits) or in pinned host memory (Pillow decode), copied
