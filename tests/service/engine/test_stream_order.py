@@ -281,3 +281,27 @@ def test_a_busy_text_stream_and_default_stream_hold_up_no_lane_batch() -> None:
     assert [tuple(c.shape) for c in cosines] == [(2, 2), (2, 3)]
     assert text_busy and default_busy, "the sleeps were too short to show anything"
     assert elapsed < 0.5
+
+
+@pytest.mark.gpu
+def test_stored_rows_of_a_version_are_selected_without_waiting_for_the_gpu() -> None:
+    """The event loop's class-matrix work for a checkpoint's own classes, under
+    set_sync_debug_mode("error"): the row index used to be built with torch.tensor(..., device=cuda),
+    a copy from pageable memory that waited for the GPU."""
+    embeddings = F.normalize(torch.randn(3, D, device="cuda"), dim=-1)
+    version = Version("pets", 1, "coop", "", "", None, None, ["cat", "dog", "owl"], embeddings, 100.0)  # type: ignore[arg-type]
+    cache = TextCache(100, Metrics(), torch.device("cuda"))
+    torch.cuda.synchronize()
+
+    async def scenario() -> ClassMatrix:
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            return await cache.class_matrix(version, ["owl", "cat"], ())
+        finally:
+            torch.cuda.set_sync_debug_mode(0)
+
+    try:
+        matrix = asyncio.run(scenario())
+    finally:
+        cache.close()
+    assert matrix.ready is not None and torch.equal(matrix.to_host(), embeddings[[2, 0]].cpu())
