@@ -13,7 +13,7 @@ import hashlib
 import logging
 import os
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +74,8 @@ class Backbone:
     preprocessing: Preprocessing
     precision: str
     device: torch.device
+    # exp(logit_scale) and the (storage, version) of the parameter it was read from: see logit_scale
+    _scale_read: tuple[tuple[int, int], float] | None = field(default=None, init=False, repr=False)
 
     @property
     def embed_dim(self) -> int:
@@ -89,7 +91,18 @@ class Backbone:
 
     @property
     def logit_scale(self) -> float:
-        return float(self.model.logit_scale.detach().exp().item())
+        """exp(logit_scale), CLIP's inverse temperature, as a Python float.
+
+        Reading a CUDA tensor into a float waits for every kernel queued before it, and prompt
+        learners scale logits on every training step and every image-conditioned batch. So it is read
+        once per value of the parameter: the key is its storage and its version counter, which every
+        in-place change (load_state_dict, an optimiser step, clamp_) bumps and `.to()` replaces.
+        """
+        parameter = self.model.logit_scale
+        key = (parameter.data_ptr(), parameter._version)
+        if self._scale_read is None or self._scale_read[0] != key:
+            self._scale_read = (key, float(parameter.detach().exp().item()))
+        return self._scale_read[1]
 
     @property
     def cast_dtype(self) -> torch.dtype:
@@ -126,7 +139,7 @@ def build_backbone(
         model, identity = _create_model(arch, pretrained, seed, create)
     _check_text_tower(arch, model)
     model.eval().requires_grad_(False)
-    return Backbone(
+    backbone = Backbone(
         model=model,
         tokenizer=_tokenizer(arch),
         identity=identity,
@@ -134,6 +147,8 @@ def build_backbone(
         precision=precision,
         device=torch.device(device),
     )
+    backbone.logit_scale  # noqa: B018 (read now, at build time, so no hot path pays the device read)
+    return backbone
 
 
 def _create_model(

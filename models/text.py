@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from models.backbone import Backbone
+from models.transfer import to_device
 
 
 class TextTooLongError(ValueError):
@@ -57,8 +58,8 @@ def token_count(backbone: Backbone, text: str) -> int:
 
 def embed_tokens(backbone: Backbone, tokens: torch.Tensor) -> torch.Tensor:
     """[N, L] ids -> [N, L, W] frozen token embeddings (fp32, no grad)."""
-    with torch.no_grad():
-        return backbone.model.token_embedding(tokens.to(backbone.device)).float()
+    with torch.no_grad():  # pinned + non-blocking: one pageable copy per chunk would wait for the GPU
+        return backbone.model.token_embedding(to_device(tokens, backbone.device)).float()
 
 
 def encode_token_embeddings(
@@ -78,11 +79,12 @@ def encode_token_embeddings(
     cast_dtype = backbone.cast_dtype
     if embeddings.shape[0] == 0:
         return embeddings.new_zeros(0, backbone.embed_dim, dtype=torch.float32)  # [0, D]
-    # Read the lengths before moving the indices: tokenize() leaves them on the CPU, so no
-    # device sync is needed here on every text pass.
+    # Read the lengths before moving the indices: every caller passes them on the CPU (tokenize()
+    # makes them there), so these reads are host arithmetic, not device syncs; the copy up is
+    # pinned and non-blocking for the same reason.
     length = int(eot_index.max().item()) + 1
     shortest = int(eot_index.min().item())  # deep prompts must end before every EOT
-    eot_index = eot_index.to(embeddings.device)
+    eot_index = to_device(eot_index, embeddings.device)
     x = embeddings[:, :length].to(cast_dtype)  # [N, T, W], T <= L
     x = x + model.positional_embedding[:length].to(cast_dtype)
     mask = None if model.attn_mask is None else model.attn_mask[:length, :length]

@@ -115,7 +115,7 @@ async def start_runtime(settings: Settings, metrics: Metrics, started: int) -> R
     config = BatchConfig(settings.max_batch_size, settings.max_wait_ms / 1000, settings.max_queue_images)
     metrics.queue_capacity.set(settings.max_queue_images)
     batcher = Batcher(encoder, backbone.preprocessing, backbone.device, config, metrics)
-    text = TextCache(settings.text_cache_entries, metrics)
+    text = TextCache(settings.text_cache_entries, metrics, backbone.device)
     life = Lifecycle(backbone, batcher, text, metrics)
     registry = Registry(life, settings.checkpoint_dir, settings.default_model, metrics, started)
     metrics.model_info.source = lambda: [
@@ -189,7 +189,7 @@ def build_decoder(settings: Settings, backbone: Backbone) -> ImageDecoder:
         log.warning("nvJPEG cannot decode here (%s); decoding with Pillow on CPU threads", problem)
         return pillow
     log.info("decoding JPEGs with nvJPEG on %s; Pillow for other formats", decode_device)
-    return DeviceDecoder(pillow, decode_device)
+    return DeviceDecoder(pillow, decode_device, settings.max_gpu_decode_pixels)
 
 
 async def load_checkpoint_dir(runtime: Runtime) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from models.defaults import DEFAULT_ARCH, DEFAULT_PRETRAINED
@@ -17,6 +17,17 @@ RANDOM_WEIGHTS = "random"
 ZEROSHOT_MODEL = "zeroshot"
 # Secrets come from the environment only (never a flag: it would show in `ps`) and are never logged.
 SECRET_FIELDS = {"admin_token", "api_keys", "metrics_token"}
+# 2**26: 32 full-HD images (66.4 M pixels) of a request still decode on the GPU
+DEFAULT_GPU_DECODE_PIXELS = 1 << 26
+# ONNX Runtime's CUDA provider takes host arrays: every batch would go device -> host -> device and
+# back, outside the lane's stream. IO binding on device buffers could avoid that, but it cannot be
+# tested on the GPU machine (its onnxruntime is CPU only), so backend=onnx is CPU only, refused up
+# front (docs/FAST_PATH.md).
+ONNX_CPU_ONLY = (
+    "backend=onnx runs on the CPU only: on CUDA, ONNX Runtime would copy every batch to the host and "
+    "back. On a GPU use backend=torch (bf16 with CUDA graphs, the faster path); for ONNX Runtime set "
+    "device=cpu"
+)
 
 
 class Settings(BaseSettings):
@@ -41,7 +52,10 @@ class Settings(BaseSettings):
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
         default="auto", description="'auto' = bf16 on CUDA, fp32 on CPU"
     )
-    backend: Literal["torch", "onnx"] = Field(default="torch", description="image-encoder backend")
+    backend: Literal["torch", "onnx"] = Field(
+        default="torch",
+        description="image-encoder backend; onnx: CPU only (device=cpu, or auto without a GPU)",
+    )
     onnx_path: Path | None = Field(
         default=None, description="exported image encoder for backend=onnx; exported at start-up when missing"
     )
@@ -100,6 +114,12 @@ class Settings(BaseSettings):
         default="auto",
         description="where JPEGs are decoded and resized: 'auto' = nvJPEG on the GPU when the service runs "
         "on CUDA, Pillow on CPU threads otherwise; other formats always use Pillow",
+    )
+    max_gpu_decode_pixels: int = Field(
+        default=DEFAULT_GPU_DECODE_PIXELS,
+        ge=1,
+        description="pixels of one request that nvJPEG decodes (smallest images first); the request's "
+        "other JPEGs are decoded by Pillow at reduced size (JPEG draft), bounding GPU memory per request",
     )
     cuda_graphs: bool = Field(
         default=True,
@@ -183,6 +203,14 @@ class Settings(BaseSettings):
     def _split_list(cls, value: object) -> object:
         if isinstance(value, str):
             return [part for part in value.replace(",", " ").split() if part]
+        return value
+
+    @field_validator("backend")
+    @classmethod
+    def _onnx_on_the_cpu_only(cls, value: str, info: ValidationInfo) -> str:
+        # device=auto is resolved at start-up, where service.engine.onnx_backend refuses it on a GPU
+        if value == "onnx" and str(info.data.get("device", "")).startswith("cuda"):
+            raise ValueError(f"{ONNX_CPU_ONLY} (device={info.data['device']!r})")
         return value
 
     @field_validator("cuda_graph_buckets", mode="before")

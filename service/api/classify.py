@@ -13,6 +13,7 @@ import torch
 
 from service.api.parse import ClassifyInput
 from service.catalog.versions import Version
+from service.engine.device_io import ClassMatrix
 from service.metrics import Metrics
 from service.runtime import Runtime
 
@@ -59,25 +60,32 @@ async def classify(rt: Runtime, request: ClassifyInput) -> dict[str, Any]:
 
 async def class_side(
     rt: Runtime, version: Version, labels: list[str], templates: tuple[str, ...]
-) -> torch.Tensor | tuple[str, ...]:
-    """[C, D] class matrix (stored or cached embeddings); image-conditioned methods get the labels,
-    since their text side is computed per image in their own lane."""
+) -> ClassMatrix | tuple[str, ...]:
+    """[C, D] class matrix (stored or cached embeddings) with its ready event; image-conditioned
+    methods get the labels, since their text side is computed per image in their own lane."""
     if version.image_conditioned:
         return tuple(labels)
     return await rt.text.class_matrix(version, labels, templates)
 
 
 def top_k(scores: torch.Tensor, cosine: torch.Tensor, labels: Sequence[str], k: int) -> list[dict[str, Any]]:
-    """Per image the k best labels, sorted by score."""
+    """Per image the k best labels, sorted by score.
+
+    One topk, one gather and ONE host copy for the whole batch (scores may live on the GPU, where
+    every float(tensor[i, j]) is a synchronising copy); the answer is then built from Python lists.
+    float64 holds the float32/bf16 scores and the label indices exactly, so the numbers are those
+    float(tensor) gave."""
     values, indices = scores.topk(min(k, scores.shape[1]), dim=-1)  # [N, k]
+    picked = torch.stack((values.double(), cosine.gather(1, indices).double(), indices.double()))
+    top_scores, top_cosines, top_indices = picked.tolist()  # [3, N, k] -> three [N][k] lists
     return [
         {
             "predictions": [
-                {"label": labels[j], "score": float(v), "cosine": float(cosine[i, j])}
-                for v, j in zip(values[i].tolist(), indices[i].tolist(), strict=True)
+                {"label": labels[int(j)], "score": v, "cosine": c}
+                for v, c, j in zip(row_scores, row_cosines, row_indices, strict=True)
             ]
         }
-        for i in range(len(scores))
+        for row_scores, row_cosines, row_indices in zip(top_scores, top_cosines, top_indices, strict=True)
     ]
 
 

@@ -80,7 +80,7 @@ async def prompted_text_embeddings(rt: Runtime, version: Version, texts: list[st
         )
     templates = rt.zeroshot_templates if version.learner is None else ()
     matrix = await rt.text.class_matrix(version, texts, templates)  # [N, D] on the device
-    return matrix.float().cpu()
+    return matrix.to_host()
 
 
 def plain_text_embeddings(backbone: Backbone, texts: list[str]) -> tuple[torch.Tensor, int]:

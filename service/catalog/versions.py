@@ -21,6 +21,7 @@ from models.checkpoint import (
     load_checkpoint,
 )
 from models.prompts import METHODS, PromptLearner
+from models.transfer import to_device
 from models.zeroshot import class_embedding_matrix
 from service.engine.batcher import Lane
 from service.errors import Conflict, Invalid, NotFound, ServiceError
@@ -86,10 +87,13 @@ class Version:
         return self.class_embeddings[self.class_index[label]]
 
     def precomputed_rows(self, labels: Sequence[str]) -> torch.Tensor:
+        """[C, D] stored rows of `labels`, on the current stream (the text stream, on the event loop)."""
         assert self.class_embeddings is not None
         if list(labels) == self.classnames:
             return self.class_embeddings
-        rows = torch.tensor([self.class_index[n] for n in labels], device=self.class_embeddings.device)
+        # Pinned + non-blocking: `torch.tensor(..., device=cuda)` copies from pageable memory, which
+        # would stall the event loop until the GPU had run everything queued before it.
+        rows = to_device(torch.tensor([self.class_index[n] for n in labels]), self.class_embeddings.device)
         return self.class_embeddings.index_select(0, rows)  # [C, D]
 
     def encode_labels(self, labels: list[str], templates: tuple[str, ...]) -> torch.Tensor:
@@ -146,6 +150,10 @@ def build_learner(backbone: Backbone, path: Path) -> tuple[PromptLearner, torch.
     if checkpoint.class_embeddings is not None:
         embeddings = checkpoint.class_embeddings.to(backbone.device, torch.float32)
     warm(learner)
+    if backbone.device.type == "cuda":
+        # Load time, on a worker thread: the lanes and the text stream never wait for the default
+        # stream per batch, so everything this load queued there is finished before it serves.
+        torch.cuda.current_stream(backbone.device).synchronize()
     return learner, embeddings, sha256
 
 

@@ -33,11 +33,14 @@ from models.prompts import PromptLearner
 from service.engine.backends import ImageEncoder
 from service.engine.decode import Normalise, Pixels
 from service.engine.device_io import (
+    ClassMatrix,
     follow_default_stream,
     gather_pixels,
-    lane_stream,
+    hold_for,
     on_stream,
     results_to_host,
+    side_stream,
+    wait_for,
 )
 from service.errors import Invalid, Overloaded
 from service.metrics import Metrics
@@ -63,10 +66,19 @@ class Job:
     target: Any
     future: asyncio.Future[torch.Tensor]
     enqueued: float = field(default_factory=time.monotonic)
+    classes_ready: torch.cuda.Event | None = None  # the class matrix's event (matrix stream), if any
 
     @property
     def size(self) -> int:
         return len(self.pixels)
+
+
+def new_job(pixels: Pixels, target: Any) -> Job:
+    """A job for `target`: a ClassMatrix (its rows and its event), labels, EMBEDDINGS or a tensor."""
+    future = asyncio.get_running_loop().create_future()
+    if isinstance(target, ClassMatrix):
+        return Job(pixels, target.data, future, classes_ready=target.ready)
+    return Job(pixels, target, future)
 
 
 # forward(pixels [N, 3, S, S] normalised on the device, jobs) -> per job its [n_j, C_j] cosines,
@@ -87,7 +99,8 @@ class Lane:
         self.kind, self.forward, self.config, self.metrics = kind, forward, config, metrics
         self.preprocessing, self.device = pre, device
         self.normalise = Normalise(pre, device)
-        self.stream = lane_stream(device)  # CUDA: encode here while requests decode on the decode stream
+        self.stream = side_stream(device)  # CUDA: encode here while requests decode on the decode stream
+        follow_default_stream(self.stream, device)  # once: weights and learner tensors written at load
         self.queue: deque[Job] = deque()
         self.queued = 0  # images in the queue
         self.wake = asyncio.Event()
@@ -96,7 +109,8 @@ class Lane:
         self.task: asyncio.Task[None] | None = asyncio.get_running_loop().create_task(self._loop())
 
     async def submit(self, pixels: Pixels, target: Any) -> torch.Tensor:
-        """[n, 3, S, S] uint8 -> [n, C] cosine similarities, after sharing a batch with others."""
+        """[n, 3, S, S] uint8 -> [n, C] cosine similarities, after sharing a batch with others.
+        `target`: a ClassMatrix, labels (conditioned lanes) or EMBEDDINGS."""
         n = len(pixels)
         if self.queued + n > self.config.max_queue:
             raise Overloaded(
@@ -104,7 +118,7 @@ class Lane:
                 f"{self.config.max_queue}); retry later",
                 retry_after_s=self._retry_after(),
             )
-        job = Job(pixels, target, asyncio.get_running_loop().create_future())
+        job = new_job(pixels, target)
         self.queue.append(job)
         self._count(n)
         self.wake.set()
@@ -192,15 +206,21 @@ class Lane:
     def _forward(self, jobs: list[Job]) -> list[torch.Tensor | Exception]:
         """On the lane thread and stream; the results copy at the end is the pass's one host sync."""
         with torch.no_grad(), on_stream(self.stream):
-            follow_default_stream(self.stream, self.device)  # class matrices from the text thread
+            # The device waits for these jobs' class matrices only (matrix stream); pixels: below.
+            wait_for(self.stream, [job.classes_ready for job in jobs])
+            hold_for(self.stream, [job.target for job in jobs if isinstance(job.target, torch.Tensor)])
             pixels = gather_pixels([job.pixels for job in jobs], self.device)  # [N, 3, S, S] uint8
             x = self.normalise(pixels)  # [N, 3, S, S] float
             return results_to_host(self.forward(x, jobs))  # per job [n, C] float32 on the CPU
 
     async def warm(self, pixels: Pixels, target: Any) -> None:
         """One forward pass on the lane's thread, outside the queue and the metrics."""
-        job = Job(pixels, target, asyncio.get_running_loop().create_future())
-        await asyncio.get_running_loop().run_in_executor(self.executor, self._forward, [job])
+        job = new_job(pixels, target)
+        await asyncio.get_running_loop().run_in_executor(self.executor, self._warm, [job])
+
+    def _warm(self, jobs: list[Job]) -> list[torch.Tensor | Exception]:
+        follow_default_stream(self.stream, self.device)  # start-up tensors, made on the default stream
+        return self._forward(jobs)
 
     async def close(self) -> None:
         if self.task is not None:

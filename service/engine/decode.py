@@ -23,6 +23,7 @@ from torchvision.transforms.functional import pil_to_tensor
 
 from models.backbone import Preprocessing
 from models.preprocess import Normalise, resize_crop  # noqa: F401 (service.engine.batcher imports Normalise here)
+from service.engine.image_header import ImageHeader, read_image_header
 from service.errors import CorruptImage, TooLarge, UnsupportedMedia
 
 
@@ -56,10 +57,33 @@ def resize_transform(preprocessing: Preprocessing) -> Callable[[Image.Image], Im
     return resize_crop(preprocessing)
 
 
+PILLOW_FORMAT = {"jpeg": "JPEG", "png": "PNG"}  # image_header's names -> Pillow's (and settings')
+
+
+def check_header(data: bytes, index: int, limits: DecodeLimits) -> ImageHeader:
+    """The format and size limits (415/413) from the header bytes alone, for JPEG and PNG whose
+    size the header gives; other images get ImageHeader("other", ...) and are judged by Pillow."""
+    header = read_image_header(data)
+    if header.width is None or header.height is None:
+        return header
+    name = PILLOW_FORMAT[header.format]
+    if name not in limits.formats:
+        raise UnsupportedMedia(
+            f"image {index}: format {name} is not accepted (image_formats={','.join(limits.formats)})"
+        )
+    _check_pixels(header.width, header.height, index, limits)
+    return header
+
+
 def read_header(data: bytes, index: int, limits: DecodeLimits) -> Image.Image:
-    """Parse the header only (no pixel data) and apply the format and size limits (415/413/400)."""
+    """Parse the header only (no pixel data) and apply the format and size limits (415/413/400).
+
+    JPEG and PNG are routed by their header bytes (service.engine.image_header): the limits are
+    checked there, and Pillow opens the image with that one plugin instead of trying each in turn."""
+    header = check_header(data, index, limits)
+    formats = None if header.pixels is None else [PILLOW_FORMAT[header.format]]
     try:
-        image = Image.open(io.BytesIO(data))
+        image = Image.open(io.BytesIO(data), formats=formats)
     except UnidentifiedImageError as error:
         raise UnsupportedMedia(
             f"image {index}: not an image in an accepted format ({', '.join(limits.formats)})"
@@ -70,17 +94,20 @@ def read_header(data: bytes, index: int, limits: DecodeLimits) -> Image.Image:
         ) from error
     except Exception as error:  # malformed headers raise assorted types
         raise CorruptImage(f"image {index}: unreadable image header ({error})") from error
-    if image.format not in limits.formats:
+    if image.format not in limits.formats:  # e.g. an MPO (a JPEG with more frames), WebP, GIF
         raise UnsupportedMedia(
             f"image {index}: format {image.format} is not accepted (image_formats={','.join(limits.formats)})"
         )
-    width, height = image.size
+    _check_pixels(*image.size, index, limits)
+    return image
+
+
+def _check_pixels(width: int, height: int, index: int, limits: DecodeLimits) -> None:
     if width * height > limits.max_pixels:
         raise TooLarge(
             f"image {index}: {width}x{height} = {width * height} pixels exceeds "
             f"max_image_pixels={limits.max_pixels}"
         )
-    return image
 
 
 def decode_image(data: bytes, index: int, limits: DecodeLimits, resize: Callable) -> torch.Tensor:

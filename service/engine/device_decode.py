@@ -6,18 +6,22 @@ Per request (decode_device=cuda):
    Pillow decoder, which raises exactly the error it always has.
 2. routing: baseline RGB or greyscale JPEGs that end in an EOI marker go to nvJPEG; everything else
    (PNG, WebP, GIF, BMP, CMYK and progressive JPEGs, JPEGs cut short) is decoded by Pillow on the
-   CPU pool. A truncated JPEG must stay a 400, and nvJPEG may decode one without complaint.
-3. on the device thread, on the decode stream: torchvision.io.decode_jpeg(list, device=cuda) (one
-   nvJPEG batch), open_clip's resize + centre crop as tensor ops (images of one size resized as one
-   batch), the Pillow rows copied up from pinned memory, all stacked in request order; then an
-   event is recorded. The lane's stream waits on that event, so the host never waits for decoding.
-   If nvJPEG raises (data it cannot read), the request is decoded by Pillow instead, which either
-   succeeds or raises the 400 it always has.
+   CPU pool. A truncated JPEG must stay a 400, and nvJPEG may decode one without complaint. Of the
+   nvJPEG JPEGs, the smallest stay there while their pixels fit `max_gpu_decode_pixels`; the others
+   are decoded by Pillow at reduced size (JPEG draft): service/engine/decode_budget.py.
+3. on the device thread: torchvision.io.decode_jpeg(list, device=cuda) (one nvJPEG batch) on the
+   decode stream, drained first; then on the prepare stream, after the decode: open_clip's resize +
+   centre crop as tensor ops (images of one size resized as one batch), the Pillow rows copied up
+   from pinned memory, all stacked in request order; then an event is recorded. The lane's stream
+   waits on that event, so neither the event loop nor a lane waits for decoding. Why two streams and
+   the drain: service/engine/decode_streams.py (torchvision's decoder does not order its writes
+   after work queued on the caller's stream). If nvJPEG raises (data it cannot read), the request
+   is decoded by Pillow instead, which either succeeds or raises the 400 it always has.
 
 Decoding per request rather than per lane batch keeps a request's errors in its own coroutine,
 before it queues, and the nvJPEG batch is the request (32 images in the target workload, the
 encoder batch size). Decode and encode overlap across requests: request k+1 decodes on the decode
-stream while batch k encodes on the lane's stream.
+stream while request k is resized on the prepare stream and batch k-1 encodes on the lane's stream.
 
 The same code runs with device=cpu (torchvision's libjpeg-turbo decoder): that is how the tests
 and the CPU bench exercise it without a GPU.
@@ -36,13 +40,18 @@ import torch
 from PIL import Image
 from torchvision.io import ImageReadMode, decode_jpeg
 
+from models.transfer import to_device
 from service.engine.decode import DecodeLimits, Decoder, Pixels, decode_image, read_header
-from service.engine.device_io import on_stream
+from service.engine.decode_budget import decode_drafted, header_pixels, over_budget
+from service.engine.decode_streams import DecodeStreams
 from service.errors import ServiceError
+from service.settings import DEFAULT_GPU_DECODE_PIXELS
 
 log = logging.getLogger("clipserve")
 JPEG_EOI = b"\xff\xd9"
 TENSOR_MODES = ("RGB", "L")  # JPEG colour modes the tensor decoder turns into RGB exactly like Pillow
+# Routes: the tensor decoder (nvJPEG), Pillow, or Pillow at reduced size (over the pixel budget)
+DEVICE, PILLOW, DRAFT = "device", "pillow", "draft"
 
 
 def ends_complete(data: bytes) -> bool:
@@ -56,15 +65,22 @@ def tensor_decodable(image: Image.Image, data: bytes) -> bool:
     return image.format == "JPEG" and image.mode in TENSOR_MODES and not progressive and ends_complete(data)
 
 
-def plan_routes(blobs: Sequence[bytes], limits: DecodeLimits) -> list[bool] | None:
-    """Per image: True = tensor decoder, False = Pillow; None when any header is refused."""
-    routes = []
+def plan_routes(
+    blobs: Sequence[bytes], limits: DecodeLimits, max_pixels: int = DEFAULT_GPU_DECODE_PIXELS
+) -> list[str] | None:
+    """Per image DEVICE, PILLOW or DRAFT (a DEVICE image over the request's pixel budget); None
+    when any header is refused."""
+    routes, pixels = [], []
     for index, data in enumerate(blobs):
         try:
             image = read_header(data, index, limits)
         except ServiceError:
             return None
-        routes.append(tensor_decodable(image, data))
+        routes.append(DEVICE if tensor_decodable(image, data) else PILLOW)
+        pixels.append(header_pixels(image))
+    on_device = [i for i, route in enumerate(routes) if route == DEVICE]
+    for refused in over_budget([pixels[i] for i in on_device], max_pixels):
+        routes[on_device[refused]] = DRAFT
     return routes
 
 
@@ -112,26 +128,27 @@ def resize_tensors(images: Sequence[torch.Tensor], resize: Callable) -> list[tor
 class DeviceDecoder:
     """Decodes a request's JPEGs as tensors on `device` (nvJPEG on CUDA); Pillow for the rest."""
 
-    def __init__(self, pillow: Decoder, device: torch.device) -> None:
-        self.pillow, self.device, self.limits = pillow, device, pillow.limits
+    def __init__(
+        self, pillow: Decoder, device: torch.device, max_pixels: int = DEFAULT_GPU_DECODE_PIXELS
+    ) -> None:
+        self.pillow, self.device, self.limits, self.max_pixels = pillow, device, pillow.limits, max_pixels
         self.resize = pillow.resize  # the same open_clip transform; torchvision's ops take tensors too
+        self.size = self.resize(Image.new("RGB", (64, 64))).size[0]  # S, the model's input side
         # One thread: torchvision serialises nvJPEG behind a global lock anyway, and one thread keeps
         # the decode stream's work in request order.
         self.thread = ThreadPoolExecutor(1, thread_name_prefix="decode-device")
-        self.stream = torch.cuda.Stream(device) if device.type == "cuda" else None
+        self.streams = DecodeStreams(device)
 
     async def decode(self, blobs: Sequence[bytes]) -> Pixels:
         """N encoded images -> [N, 3, S, S] uint8 on the device (Pixels.ready: the decode event)."""
         loop = asyncio.get_running_loop()
-        routes = await loop.run_in_executor(self.pillow.pool, plan_routes, blobs, self.limits)
-        if routes is None or not any(routes):  # a refused header, or nothing for the tensor decoder
+        routes = await loop.run_in_executor(
+            self.pillow.pool, plan_routes, blobs, self.limits, self.max_pixels
+        )
+        if routes is None or all(route == PILLOW for route in routes):  # refused, or no JPEG for nvJPEG
             return await self.pillow.decode(blobs)
-        on_host = [
-            loop.run_in_executor(self.pillow.pool, decode_image, blob, i, self.limits, self.pillow.resize)
-            for i, blob in enumerate(blobs)
-            if not routes[i]
-        ]
-        decoded = await asyncio.gather(*on_host, return_exceptions=True)
+        on_host = [self._on_host(loop, routes[i], blob, i) for i, blob in enumerate(blobs)]
+        decoded = await asyncio.gather(*(job for job in on_host if job is not None), return_exceptions=True)
         host_rows = [row for row in decoded if isinstance(row, torch.Tensor)]
         if len(host_rows) < len(decoded):
             return await self.pillow.decode(blobs)  # raises the error the Pillow path always has
@@ -142,30 +159,36 @@ class DeviceDecoder:
             log.info("tensor JPEG decode failed (%s); decoding the request with Pillow", error)
             return await self.pillow.decode(blobs)
 
+    def _on_host(
+        self, loop: asyncio.AbstractEventLoop, route: str, blob: bytes, i: int
+    ) -> asyncio.Future[torch.Tensor] | None:
+        """An image's CPU-pool decode: Pillow in full, or at reduced size (DRAFT); None: nvJPEG's."""
+        if route == PILLOW:
+            return loop.run_in_executor(self.pillow.pool, decode_image, blob, i, self.limits, self.resize)
+        if route == DRAFT:
+            pool, limits = self.pillow.pool, self.limits
+            return loop.run_in_executor(pool, decode_drafted, blob, i, limits, self.resize, self.size)
+        return None
+
     def _decode_on_device(
-        self, blobs: Sequence[bytes], routes: list[bool], host_rows: list[torch.Tensor]
+        self, blobs: Sequence[bytes], routes: list[str], host_rows: list[torch.Tensor]
     ) -> Pixels:
-        jpeg_index = [i for i, tensor in enumerate(routes) if tensor]
-        with torch.no_grad(), on_stream(self.stream):
-            decoded = decode_jpegs([blobs[i] for i in jpeg_index], self.device)  # [3, H_i, W_i] each
-            rows = dict(zip(jpeg_index, resize_tensors(decoded, self.resize), strict=True))
-            if host_rows:
-                uploaded = self._upload(host_rows)  # [h, 3, S, S]
-                host_index = [i for i, tensor in enumerate(routes) if not tensor]
-                rows.update(zip(host_index, uploaded.unbind(), strict=True))
-            data = torch.stack([rows[i] for i in range(len(blobs))])  # [N, 3, S, S] uint8
-            ready = None
-            if self.stream is not None:
-                ready = torch.cuda.Event()
-                ready.record(self.stream)
-        return Pixels(data, ready)
+        jpeg_index = [i for i, route in enumerate(routes) if route == DEVICE]
+        with torch.no_grad():
+            with self.streams.decoding():
+                decoded = decode_jpegs([blobs[i] for i in jpeg_index], self.device) if jpeg_index else []
+            with self.streams.preparing(decoded):  # decoded: [3, H_i, W_i] each
+                rows = dict(zip(jpeg_index, resize_tensors(decoded, self.resize), strict=True))
+                if host_rows:
+                    uploaded = self._upload(host_rows)  # [h, 3, S, S]
+                    host_index = [i for i, route in enumerate(routes) if route != DEVICE]
+                    rows.update(zip(host_index, uploaded.unbind(), strict=True))
+                data = torch.stack([rows[i] for i in range(len(blobs))])  # [N, 3, S, S] uint8
+                return Pixels(data, self.streams.ready())
 
     def _upload(self, host_rows: list[torch.Tensor]) -> torch.Tensor:
         """[3, S, S] uint8 rows on the host -> [h, 3, S, S] on the device, via pinned memory."""
-        stacked = torch.stack(host_rows)
-        if self.device.type == "cuda":
-            stacked = stacked.pin_memory()
-        return stacked.to(self.device, non_blocking=True)
+        return to_device(torch.stack(host_rows), self.device)
 
     def close(self) -> None:
         self.thread.shutdown(wait=False, cancel_futures=True)

@@ -1,5 +1,12 @@
 """A lane batch's way onto the device and back: the only places the hot path meets the host.
 
+Streams (CUDA): each lane encodes on its own stream, JPEGs decode on the decode stream and are
+resized on the prepare stream, labels are encoded on the text stream and class matrices assembled
+on the matrix stream. Nothing waits for the default stream per batch: a job carries an event for
+each input made on another stream (its decoded pixels, its class matrix), and the lane's stream
+waits on those events only, on the device. So a request that encodes 1,000 new labels delays no one
+else's images.
+
 In: each job's pixels are either on the device already (GPU decode; the lane's stream waits on the
 job's decode event, so the host never waits) or in pinned host memory (Pillow decode), copied
 asynchronously. Out: every job's [n, C] cosines go to the host in ONE copy, which is the one host
@@ -9,16 +16,55 @@ sync of a batch. On the CPU all of this reduces to a concatenation.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 
 import torch
 
 from service.engine.decode import Pixels
 
 
-def lane_stream(device: torch.device) -> torch.cuda.Stream | None:
-    """A lane's own CUDA stream, so its encoder pass overlaps decoding on the decode stream."""
+@dataclass(frozen=True)
+class ClassMatrix:
+    """A request's class side on its way to a lane (the class-side twin of Pixels)."""
+
+    data: torch.Tensor  # [C, D] normalised, on the device
+    ready: torch.cuda.Event | None = None  # recorded on the matrix stream once `data` is written
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def to_host(self) -> torch.Tensor:
+        """[C, D] float32 on the CPU; the host waits for the rows (the embeddings route, not a lane)."""
+        if self.ready is not None:
+            self.ready.synchronize()
+        return self.data.float().cpu()
+
+
+def side_stream(device: torch.device) -> torch.cuda.Stream | None:
+    """A CUDA stream of its own (a lane's, the text thread's), so its work overlaps the others'."""
     return torch.cuda.Stream(device) if device.type == "cuda" else None
+
+
+lane_stream = side_stream
+
+
+def record_ready(stream: torch.cuda.Stream | None) -> torch.cuda.Event | None:
+    """An event marking the work queued on `stream` so far (None without CUDA)."""
+    if stream is None:
+        return None
+    event = torch.cuda.Event()
+    event.record(stream)
+    return event
+
+
+def wait_for(stream: torch.cuda.Stream | None, events: Iterable[torch.cuda.Event | None]) -> None:
+    """`stream` waits, on the device, for each event; the host goes on queueing work."""
+    if stream is None:
+        return
+    for event in events:
+        if event is not None:
+            stream.wait_event(event)
 
 
 @contextlib.contextmanager
@@ -31,14 +77,25 @@ def on_stream(stream: torch.cuda.Stream | None) -> Iterator[None]:
 
 
 def follow_default_stream(stream: torch.cuda.Stream | None, device: torch.device) -> None:
-    """Make the lane's stream wait (on the device, not the host) for work queued on the default stream.
+    """Make a side stream wait (on the device, not the host) for work queued on the default stream.
 
-    Class matrices come from the text thread and warm-up tensors from start-up, both on the default
-    stream; PyTorch's side streams do not wait for it implicitly, so without this a pass could read
-    a class matrix that is still being written.
+    Once, when a lane or a text-cache stream is made (weights and learner tensors were written on the
+    default stream at load; PyTorch's side streams do not wait for it implicitly), and before a
+    warm-up pass; never per batch.
     """
     if stream is not None:
         stream.wait_stream(torch.cuda.default_stream(device))
+
+
+def hold_for(stream: torch.cuda.Stream | None, tensors: Iterable[torch.Tensor]) -> None:
+    """Tensors made on another stream and read on `stream`: tell the caching allocator, so that a
+    block freed on the host (a class matrix evicted from the cache mid-pass, a decoded image after
+    its resize was queued) is not handed out again until `stream` is past its reads."""
+    if stream is None:
+        return
+    for tensor in tensors:
+        if tensor.is_cuda:
+            tensor.record_stream(stream)
 
 
 def gather_pixels(parts: Sequence[Pixels], device: torch.device) -> torch.Tensor:

@@ -11,7 +11,7 @@ optimisations; intra-op threads = torch's thread count (physical cores, or OMP_N
 explicitly because ONNX Runtime's own default counts the host's cores, not the container's; no
 spin-waiting of those threads after a run, because this process also runs torch (the text encoder,
 the other lanes) on the same cores, and short torch work right after a spinning ONNX Runtime run
-was measured 20-60x slower (tiny model); and no silent CPU fallback when a CUDA session fails.
+was measured 20-60x slower (tiny model).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import torch
 
 from models.backbone import Backbone
 from models.onnx_export import INPUT_NAME, OUTPUT_NAME, ImageEncoder, export_image_encoder
-from service.settings import Settings
+from service.settings import ONNX_CPU_ONLY, Settings
 
 if TYPE_CHECKING:
     import onnxruntime
@@ -43,24 +43,18 @@ class OnnxImageEncoder:
     def __init__(self, path: Path, device: torch.device) -> None:
         import onnxruntime
 
-        available = onnxruntime.get_available_providers()
+        if device.type != "cpu":
+            raise ValueError(f"{ONNX_CPU_ONLY} (device={device})")
         providers = ["CPUExecutionProvider"]
-        if device.type == "cuda":
-            if "CUDAExecutionProvider" in available:
-                providers.insert(0, "CUDAExecutionProvider")
-            else:
-                log.warning("ONNX Runtime has no CUDA provider here; the ONNX encoder runs on the CPU")
         self.session = onnxruntime.InferenceSession(str(path), session_options(), providers=providers)
-        if device.type == "cuda" and "CUDAExecutionProvider" in self.session.get_providers():
-            self.session.disable_fallback()  # a CUDA failure is an error, not a silent CPU run
         self.device = device
         self.providers = self.session.get_providers()
 
     def __call__(self, pixels: torch.Tensor) -> torch.Tensor:
-        """[B, 3, S, S] normalised float on the device -> [B, D] normalised float32 on the device."""
-        inputs = {INPUT_NAME: pixels.detach().float().cpu().numpy()}
+        """[B, 3, S, S] normalised float on the CPU -> [B, D] normalised float32."""
+        inputs = {INPUT_NAME: pixels.detach().float().numpy()}
         (features,) = self.session.run([OUTPUT_NAME], inputs)
-        return torch.from_numpy(features).to(self.device)
+        return torch.from_numpy(features)
 
 
 def session_options() -> onnxruntime.SessionOptions:
@@ -76,6 +70,8 @@ def session_options() -> onnxruntime.SessionOptions:
 
 
 def build_onnx_encoder(settings: Settings, backbone: Backbone) -> OnnxImageEncoder:
+    if backbone.device.type != "cpu":  # device=auto on a GPU machine; device=cuda is refused in Settings
+        raise RuntimeError(f"{ONNX_CPU_ONLY} (the service device is {backbone.device})")
     path = settings.onnx_path or Path(tempfile.mkdtemp(prefix="clipserve-onnx-")) / "image_encoder.onnx"
     if not path.is_file():
         log.info("exporting the image encoder to %s", path)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import socket
 import time
 from pathlib import Path
@@ -179,3 +180,28 @@ def test_text_towers_the_one_text_path_cannot_serve_are_refused(tmp_path: Path, 
     open_clip.add_model_config(tmp_path)
     with pytest.raises(BackboneError, match="standard causal text tower"):
         build_backbone(name, None)
+
+
+def test_logit_scale_is_read_from_the_device_once_per_value(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Prompt learners scale logits with it on every training step and conditioned batch; each
+    `.item()` on CUDA waits for the GPU, so it is read again only when the parameter changes."""
+    backbone = build_backbone(TINY_ARCH, None, seed=TINY_SEED)  # its own: the test changes it
+    reads = 0
+    item = torch.Tensor.item
+
+    def counting_item(tensor: torch.Tensor) -> object:
+        nonlocal reads
+        reads += 1
+        return item(tensor)
+
+    monkeypatch.setattr(torch.Tensor, "item", counting_item)
+    expected = float(backbone.model.logit_scale.detach().exp())
+    assert [backbone.logit_scale for _ in range(3)] == [pytest.approx(expected)] * 3
+    assert reads == 0  # read once already, when the backbone was built
+    with torch.no_grad():
+        backbone.model.logit_scale.fill_(math.log(50.0))  # what an optimiser step or clamp_ does
+    assert backbone.logit_scale == pytest.approx(50.0) and backbone.logit_scale == pytest.approx(50.0)
+    assert reads == 1
+    state = {**backbone.model.state_dict(), "logit_scale": torch.tensor(math.log(20.0))}
+    backbone.model.load_state_dict(state)
+    assert backbone.logit_scale == pytest.approx(20.0) and reads == 2

@@ -127,3 +127,22 @@ def test_encode_texts_is_normalised_and_takes_an_empty_batch(tiny_backbone: Back
         reference = F.normalize(tiny_backbone.model.encode_text(tiny_backbone.tokenizer(PROMPTS)), dim=-1)
     assert (features - reference).abs().max().item() < 1e-5
     assert encode_texts(tiny_backbone, []).shape == (0, tiny_backbone.embed_dim)
+
+
+def test_token_ids_and_eot_positions_go_up_through_the_non_blocking_copy(
+    tiny_backbone: Backbone, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every host->device copy of the text path goes through models.transfer.to_device (pinned,
+    non-blocking on CUDA): a plain `.to(device)` per chunk would wait for the GPU each time."""
+    import models.text
+
+    moved: list[tuple[torch.dtype, tuple[int, ...]]] = []
+
+    def spy(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+        moved.append((tensor.dtype, tuple(tensor.shape)))
+        return tensor.to(device)
+
+    monkeypatch.setattr(models.text, "to_device", spy)
+    encode_texts(tiny_backbone, PROMPTS)
+    length = tiny_backbone.context_length
+    assert moved == [(torch.long, (len(PROMPTS), length)), (torch.long, (len(PROMPTS),))]

@@ -171,7 +171,7 @@ def test_a_repeated_label_list_is_one_lookup_bounded_in_rows_and_dropped_with_it
         again = await cache.class_matrix(version, ["a", "bb", "ccc"], ())  # type: ignore[arg-type]
         assert again is first  # the assembled matrix itself: no per-label work, no stack
         reordered = await cache.class_matrix(version, ["ccc", "a", "bb"], ())  # type: ignore[arg-type]
-        assert torch.equal(reordered, first[[2, 0, 1]]) and version.encoded == [["a", "bb", "ccc"]]
+        assert torch.equal(reordered.data, first.data[[2, 0, 1]]) and version.encoded == [["a", "bb", "ccc"]]
         assert cache.matrix_rows <= 4 and len(cache.matrices) == 1  # the first matrix was evicted
         assert metrics.cache_hits._value.get() == 6 and metrics.cache_misses._value.get() == 3
         cache.drop_version("v1")

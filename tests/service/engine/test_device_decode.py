@@ -16,7 +16,14 @@ from PIL import Image
 from bench.images import encode, photo, photo_jpeg
 from models.backbone import Backbone, Preprocessing
 from service.engine.decode import DecodeLimits, Decoder, Normalise
-from service.engine.device_decode import DeviceDecoder, plan_routes, tensor_decodable, tensor_decode_problem
+from service.engine.device_decode import (
+    DEVICE,
+    PILLOW,
+    DeviceDecoder,
+    plan_routes,
+    tensor_decodable,
+    tensor_decode_problem,
+)
 from service.errors import ServiceError
 from tests.reliability import corpus
 
@@ -46,10 +53,12 @@ def both(pre: Preprocessing, blobs: Sequence[bytes]) -> tuple[torch.Tensor, torc
     return asyncio.run(run())
 
 
-def outcome(decoder_kind: str, blobs: Sequence[bytes]) -> tuple[str, str] | torch.Tensor:
+def outcome(
+    decoder_kind: str, blobs: Sequence[bytes], gpu_pixels: int = 1 << 26
+) -> tuple[str, str] | torch.Tensor:
     async def run() -> torch.Tensor:
         pillow = Decoder(preprocessing(32), LIMITS, 2)
-        decoder = pillow if decoder_kind == "pillow" else DeviceDecoder(pillow, CPU)
+        decoder = pillow if decoder_kind == "pillow" else DeviceDecoder(pillow, CPU, gpu_pixels)
         try:
             return (await decoder.decode(blobs)).data
         finally:
@@ -94,7 +103,8 @@ def test_only_complete_baseline_rgb_or_grey_jpegs_go_to_the_tensor_decoder() -> 
     }
     for name, (blob, expected) in cases.items():
         assert tensor_decodable(Image.open(io.BytesIO(blob)), blob) is expected, name
-    assert plan_routes([case[0] for case in cases.values()], LIMITS) == [c[1] for c in cases.values()]
+    routes = [DEVICE if case[1] else PILLOW for case in cases.values()]
+    assert plan_routes([case[0] for case in cases.values()], LIMITS) == routes
     assert plan_routes([photo_jpeg(64, 48), corpus.png_claiming(5000, 5000)], LIMITS) is None
 
 
@@ -127,8 +137,9 @@ def test_grey_jpegs_become_the_same_rgb_as_pillow() -> None:
     ],
     ids=["truncated", "scan-garbage", "header", "tiff", "bomb", "empty", "png-cut"],
 )
-def test_bad_input_gets_exactly_the_pillow_paths_answer(blobs: list[bytes]) -> None:
-    pillow, tensor = outcome("pillow", blobs), outcome("tensor", blobs)
+@pytest.mark.parametrize("gpu_pixels", [1 << 26, 1], ids=["budget", "all-drafted"])
+def test_bad_input_gets_exactly_the_pillow_paths_answer(blobs: list[bytes], gpu_pixels: int) -> None:
+    pillow, tensor = outcome("pillow", blobs), outcome("tensor", blobs, gpu_pixels)
     assert not isinstance(pillow, torch.Tensor)  # every case is refused by the Pillow path
     assert tensor == pillow
 

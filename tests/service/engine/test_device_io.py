@@ -13,7 +13,16 @@ from models.backbone import build_backbone
 from service.engine.cuda_graphs import graphed_image_encoder
 from service.engine.decode import DecodeLimits, Decoder, Normalise, Pixels
 from service.engine.device_decode import DeviceDecoder
-from service.engine.device_io import gather_pixels, lane_stream, on_stream, results_to_host
+from service.engine.device_io import (
+    gather_pixels,
+    hold_for,
+    lane_stream,
+    on_stream,
+    record_ready,
+    results_to_host,
+    side_stream,
+    wait_for,
+)
 from service.errors import Invalid
 
 
@@ -64,10 +73,13 @@ def test_nothing_between_decode_and_the_results_copy_waits_for_the_gpu() -> None
     assert on_device.data.is_cuda and on_host.data.is_pinned()
     encoder, normalise = graphed_image_encoder(backbone, [1, 2, 4]), Normalise(pre, cuda)
     classes = torch.nn.functional.normalize(torch.randn(5, backbone.embed_dim, device=cuda), dim=-1)
-    stream = lane_stream(cuda)
+    stream, matrix_stream = lane_stream(cuda), side_stream(cuda)
     torch.cuda.set_sync_debug_mode("error")
     try:
+        classes_ready = record_ready(matrix_stream)  # as TextCache hands a class matrix out
         with torch.no_grad(), on_stream(stream):
+            wait_for(stream, [classes_ready])  # what a lane pass does before reading the matrix
+            hold_for(stream, [classes])
             cosines = encoder(normalise(gather_pixels([on_device, on_host], cuda))) @ classes.t()  # [2, 5]
     finally:
         torch.cuda.set_sync_debug_mode(0)
