@@ -56,12 +56,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--log", type=Path, default=None, help="also every stage's log, concatenated")
     parser.add_argument("--work", type=Path, default=None, help="stage files (default: a temporary folder)")
-    parser.add_argument("--budget-s", type=float, default=None, help="overall (default: 480 cuda, 170 cpu)")
+    parser.add_argument("--budget-s", type=float, default=None, help="overall (default: 480 cuda, 240 cpu)")
     parser.add_argument(
         "--stages", nargs="+", default=None, choices=[s.name for s in STAGES], help="run only these"
     )
     args = parser.parse_args(argv)
-    args.budget_s = args.budget_s or (480.0 if args.device == "cuda" else 170.0)
+    args.budget_s = args.budget_s or (480.0 if args.device == "cuda" else 240.0)
     return args
 
 
