@@ -173,3 +173,45 @@ def test_benches_start_the_server_without_a_console_script() -> None:
     command = clipserve_command(8123, "--device", "cuda")
     assert command[:2] == [sys.executable, str(Path(gpu_check.ROOT / "clipserve_cli.py"))]
     assert command[2:] == ["serve", "--host", "127.0.0.1", "--port", "8123", "--device", "cuda"]
+
+
+JUNIT = """<?xml version="1.0" encoding="utf-8"?><testsuites><testsuite name="pytest">
+<testcase classname="tests.service.engine.test_decode_streams"
+          name="test_concurrent_decodes_next_to_a_running_lane_equal_a_serial_decode" time="3.1">
+  {outcome}</testcase>
+<testcase classname="tests.service.engine.test_cuda_graphs" name="test_graph_replay_matches_eager" time="1"/>
+<testcase classname="tests.models.test_no_host_sync" name="test_concurrent_elsewhere" time="1">
+  <skipped message="x"/></testcase>
+</testsuite></testsuites>"""
+
+
+@pytest.mark.parametrize(("outcome", "failed"), [("", False), ('<failure message="pixels differ"/>', True)])
+def test_the_concurrent_decode_check_is_read_from_the_gpu_tests(
+    tmp_path: Path, outcome: str, failed: bool
+) -> None:
+    from bench.gpu_check_stages import concurrent_failed, read_concurrent_decode, read_junit, tests_failed
+
+    (tmp_path / "gpu-tests.xml").write_text(JUNIT.format(outcome=outcome))
+    plan = Plan("cuda", tmp_path, tmp_path / "P.md")
+    counts = read_junit(plan)
+    assert (counts["tests"], counts["passed"], counts["failed"], counts["skipped"]) == (
+        3,
+        2 - failed,
+        failed,
+        1,
+    )
+    assert tests_failed(counts) is failed
+    figures = read_concurrent_decode(plan)  # the engine's concurrent test only, not the models' one
+    assert [case["test"].split("::")[0] for case in figures["cases"]] == [
+        "tests.service.engine.test_decode_streams"
+    ]
+    assert concurrent_failed(figures) is failed
+
+
+def test_a_missing_concurrent_decode_test_is_an_error_not_a_pass(tmp_path: Path) -> None:
+    from bench.gpu_check_stages import STAGES
+
+    (tmp_path / "gpu-tests.xml").write_text(JUNIT.replace("test_concurrent_decodes", "test_decodes"))
+    stage = next(stage for stage in STAGES if stage.name == "concurrent-decode")
+    (record,) = gpu_check.run_stages([stage], Plan("cuda", tmp_path, tmp_path / "P.md"), budget_s=100)
+    assert record["status"] == "error" and "concurrent" in record["reason"]
