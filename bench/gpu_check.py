@@ -55,7 +55,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="page for the sections (default: docs/PERFORMANCE.md on cuda, a temporary copy on cpu)",
     )
     parser.add_argument("--log", type=Path, default=None, help="also every stage's log, concatenated")
-    parser.add_argument("--work", type=Path, default=None, help="stage files (default: a temporary folder)")
+    parser.add_argument(
+        "--work", type=Path, default=None, help="a new folder in here gets the stage files (default: /tmp)"
+    )
     parser.add_argument("--budget-s", type=float, default=None, help="overall (default: 480 cuda, 240 cpu)")
     parser.add_argument(
         "--stages", nargs="+", default=None, choices=[s.name for s in STAGES], help="run only these"
@@ -162,8 +164,10 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     scratch = Path(tempfile.mkdtemp(prefix="gpu-check-"))
     docs = args.docs or default_docs(args.device, scratch)
-    plan = Plan(args.device, args.work or scratch / "stages", docs)
-    plan.work.mkdir(parents=True, exist_ok=True)
+    if args.work is not None:
+        args.work.mkdir(parents=True, exist_ok=True)
+    # a fresh folder each run: a stage that crashes must not be credited with an earlier run's files
+    plan = Plan(args.device, Path(tempfile.mkdtemp(prefix="stages-", dir=args.work or scratch)), docs)
     stages = [s for s in STAGES if args.stages is None or s.name in args.stages]
     records = run_stages(stages, plan, args.budget_s)
     report = results(args, plan, records, time.monotonic() - started)

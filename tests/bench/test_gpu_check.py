@@ -215,3 +215,19 @@ def test_a_missing_concurrent_decode_test_is_an_error_not_a_pass(tmp_path: Path)
     stage = next(stage for stage in STAGES if stage.name == "concurrent-decode")
     (record,) = gpu_check.run_stages([stage], Plan("cuda", tmp_path, tmp_path / "P.md"), budget_s=100)
     assert record["status"] == "error" and "concurrent" in record["reason"]
+
+
+def test_a_crashed_stage_is_not_credited_with_an_earlier_runs_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bench.gpu_check_stages import read_file
+
+    (tmp_path / "stale.json").write_text("{}")  # what an earlier run in the same --work left
+    stage = Stage(
+        "stale", "stale", 20, 20, lambda plan: python("raise SystemExit(1)"), read_file("stale.json")
+    )
+    monkeypatch.setattr(gpu_check, "STAGES", [stage])
+    out = tmp_path / "gpu-check.json"
+    argv = ["--device", "cpu", "--json", str(out), "--docs", str(tmp_path / "P.md"), "--work", str(tmp_path)]
+    assert gpu_check.main(argv) == 1
+    assert json.loads(out.read_text())["stages"][0]["status"] == "error"
