@@ -119,7 +119,7 @@ bench-workers: install
 # decode test among them), the image ceiling, end to end on ViT-B-32, the first request with 1,000 new
 # labels, a short reliability run (GPU memory, hot swap on CUDA), one training step per method on
 # ViT-B-16 (bench/gpu_check.py). `make gpu-check DEVICE=cpu`: the same stages at a smoke size (tiny
-# model; 2 to 2.5 minutes on a shared 2-core machine; CI runs it). No install, no console script: with no
+# model; 2 to 3.5 minutes on a shared 2-core machine, by load; CI runs it). No install, no console script: with no
 # .venv (the GPU machine) python3 runs it from the source tree. On the GPU machine (see
 # docs/PERFORMANCE.md, "How to run the GPU check"): here `bash tools/device-wheels.sh`, then the
 # device tool's `run` with carry [".whl"] and timeout_s 540 and this command (make is not listed on

@@ -141,6 +141,10 @@ def run(args: argparse.Namespace) -> dict[str, list[dict[str, Any]]]:
                 row = measure(server.port, cell, jpegs, args)
                 results[name].append(row)
                 print(name, row, flush=True)
+                if args.json is not None:  # after every cell: a run stopped at its time limit keeps them
+                    partial = args.json.with_suffix(".partial")
+                    partial.write_text(json.dumps(results, indent=1))
+                    partial.replace(args.json)  # atomic: a kill mid-write leaves the previous cells
     return results
 
 
@@ -339,8 +343,6 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     load_average = os.getloadavg()[0]
     results = run(args)
-    if args.json is not None:
-        args.json.write_text(json.dumps(results, indent=1))
     if not args.no_write:
         replace_section(args.out, f"e2e:{args.device.split(':')[0]}", report(args, results, load_average))
         print(f"wrote {args.out}")

@@ -58,12 +58,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--work", type=Path, default=None, help="a new folder in here gets the stage files (default: /tmp)"
     )
-    parser.add_argument("--budget-s", type=float, default=None, help="overall (default: 480 cuda, 240 cpu)")
+    parser.add_argument("--budget-s", type=float, default=None, help="overall (default: 480 cuda, 360 cpu)")
     parser.add_argument(
         "--stages", nargs="+", default=None, choices=[s.name for s in STAGES], help="run only these"
     )
     args = parser.parse_args(argv)
-    args.budget_s = args.budget_s or (480.0 if args.device == "cuda" else 240.0)
+    args.budget_s = args.budget_s or (480.0 if args.device == "cuda" else 360.0)
     return args
 
 
@@ -93,13 +93,23 @@ def run_stage(stage: Stage, plan: Plan, seconds_left: float) -> dict[str, Any]:
             "log_tail": finished.log_tail,
         }
         if finished.returncode is None:
-            return {**record, "status": "timeout", "reason": f"stopped at {timeout:.0f} s"}
+            return timed_out(
+                stage, plan, {**record, "status": "timeout", "reason": f"stopped at {timeout:.0f} s"}
+            )
     try:
         figures = stage.read(plan)
     except Exception as error:  # no usable output: the stage crashed before writing it
         return {**record, "status": "error", "reason": f"{type(error).__name__}: {error}"}
     failed = stage.failed(figures)
     return {**record, "status": "failed" if failed else "passed", "figures": figures}
+
+
+def timed_out(stage: Stage, plan: Plan, record: dict[str, Any]) -> dict[str, Any]:
+    """A stopped stage keeps what it wrote before its limit (bench/e2e.py writes after every cell)."""
+    try:
+        return {**record, "figures": stage.read(plan), "reason": record["reason"] + "; figures partial"}
+    except Exception:
+        return record
 
 
 def run_stages(stages: list[Stage], plan: Plan, budget_s: float) -> list[dict[str, Any]]:

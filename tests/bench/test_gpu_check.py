@@ -231,3 +231,14 @@ def test_a_crashed_stage_is_not_credited_with_an_earlier_runs_file(
     argv = ["--device", "cpu", "--json", str(out), "--docs", str(tmp_path / "P.md"), "--work", str(tmp_path)]
     assert gpu_check.main(argv) == 1
     assert json.loads(out.read_text())["stages"][0]["status"] == "error"
+
+
+def test_a_timed_out_stage_keeps_the_figures_it_wrote_before_its_limit(tmp_path: Path) -> None:
+    code = "import json, sys, time; json.dump({'cells': 2}, open(sys.argv[1], 'w')); time.sleep(60)"
+    rows = tmp_path / "rows.json"
+    stage = Stage(
+        "partial", "partial", 4, 4, lambda plan: python(code, str(rows)), lambda plan: read_json(rows)
+    )
+    (record,) = gpu_check.run_stages([stage], Plan("cpu", tmp_path, tmp_path / "P.md"), budget_s=100)
+    assert record["status"] == "timeout" and record["figures"] == {"cells": 2}
+    assert record["reason"].endswith("figures partial")
