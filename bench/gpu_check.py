@@ -156,6 +156,17 @@ def results(args: argparse.Namespace, plan: Plan, records: list[dict[str, Any]],
     }
 
 
+def strict(value: Any) -> Any:
+    """NaN (a figure not measured, e.g. the baseline's server-side p50) as null: strict JSON for jq."""
+    if isinstance(value, float) and value != value:
+        return None
+    if isinstance(value, dict):
+        return {key: strict(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [strict(item) for item in value]
+    return value
+
+
 def default_docs(device: str, scratch: Path) -> Path:
     """docs/PERFORMANCE.md on the GPU; on the CPU a copy, so smoke figures never land in docs/."""
     page = ROOT / "docs" / "PERFORMANCE.md"
@@ -182,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     records = run_stages(stages, plan, args.budget_s)
     report = results(args, plan, records, time.monotonic() - started)
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(report, indent=1))
+    args.json.write_text(json.dumps(strict(report), indent=1, allow_nan=False))
     replace_section(docs, f"gpu-check:{plan.device}", render(report))
     if args.log is not None:
         logs = sorted(plan.work.glob("*.log"), key=lambda p: p.stat().st_mtime)

@@ -24,7 +24,7 @@ def python(code: str, *args: str) -> list[str]:
 
 
 def writes(name: str, value: Any) -> list[str]:
-    return python(f"import json, sys; json.dump({value!r}, open(sys.argv[1], 'w'))", name)
+    return python(f"import sys; open(sys.argv[1], 'w').write({json.dumps(value)!r})", name)
 
 
 def fake_stages(work: Path) -> list[Stage]:
@@ -42,7 +42,7 @@ def fake_stages(work: Path) -> list[Stage]:
     return [
         file_stage("crashes", python("raise SystemExit('boom')")),
         Stage("hangs", "hangs", 20, 1.5, lambda plan: python("import time; time.sleep(60)"), lambda plan: {}),
-        file_stage("good", writes(str(work / "good.json"), {"figure": 1.5})),
+        file_stage("good", writes(str(work / "good.json"), {"figure": 1.5, "not_measured": float("nan")})),
         file_stage(
             "checks-fail",
             writes(str(work / "checks-fail.json"), {"ok": False}),
@@ -62,7 +62,7 @@ def test_failing_stages_are_recorded_and_the_rest_still_run(tmp_path: Path) -> N
     assert by_name["crashes"]["status"] == "error" and by_name["crashes"]["returncode"] == 1
     assert "boom" in by_name["crashes"]["log_tail"]
     assert by_name["hangs"]["status"] == "timeout" and by_name["hangs"]["returncode"] is None
-    assert by_name["good"]["status"] == "passed" and by_name["good"]["figures"] == {"figure": 1.5}
+    assert by_name["good"]["status"] == "passed" and by_name["good"]["figures"]["figure"] == 1.5
     assert by_name["checks-fail"]["status"] == "failed"
     assert by_name["gpu-only"]["status"] == "skipped"  # the CPU smoke run
     assert time.monotonic() - started < 20  # the hang cost its 1.5 s budget (+ grace), not 60 s
@@ -94,7 +94,8 @@ def test_main_writes_the_json_and_the_section(tmp_path: Path, monkeypatch: pytes
     out, docs = tmp_path / "out" / "gpu-check.json", tmp_path / "docs" / "PERFORMANCE.md"
     argv = ["--device", "cpu", "--json", str(out), "--docs", str(docs), "--work", str(tmp_path / "work")]
     assert gpu_check.main(argv) == 0  # a stage whose checks fail ran: not an error of the check
-    report = json.loads(out.read_text())
+    report = json.loads(out.read_text(), parse_constant=lambda name: pytest.fail(f"{name} is not JSON"))
+    assert report["stages"][0]["figures"] == {"figure": 1.5, "not_measured": None}
     expected = {
         "schema",
         "device",
