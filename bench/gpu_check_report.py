@@ -30,7 +30,8 @@ def _headline(record: dict[str, Any]) -> str:
         ceiling: dict[str, float] = next(
             (v for k, v in figures["series"].items() if k.startswith("decode + encode")), {}
         )
-        return ", ".join(f"bs{size} {rate:,.0f} img/s" for size, rate in ceiling.items()) + " (ceiling)"
+        points = sorted(ceiling.items(), key=lambda item: int(item[0]))  # JSON keys are strings
+        return "decode + encode ceiling: " + ", ".join(f"bs{size} {rate:,.0f} img/s" for size, rate in points)
     if name == "e2e":
         best = max(figures["rows"]["clipserve"], key=lambda r: r["images_per_s"], default=None)
         return (
@@ -38,7 +39,7 @@ def _headline(record: dict[str, Any]) -> str:
             if best is None
             else (
                 f"best {best['images_per_s']:,.0f} images/s "
-                f"({best['images']} img/request, {best['clients']} clients)"
+                f"({best['images']} images/request, clients: {best['clients']})"
             )
         )
     if name == "reliability":
