@@ -113,3 +113,21 @@ clean:
 .PHONY: bench-workers
 bench-workers: install
 	$(BIN)/python bench/workers.py --device $(DEVICE) $(BENCH_ARGS)
+
+# GPU check (issue 16): one prepared command that validates the GPU path in at most 8 minutes and
+# writes one JSON plus the GPU sections of docs/PERFORMANCE.md: the gpu tests (the concurrent nvJPEG
+# decode test among them), the image ceiling, end to end on ViT-B-32, the first request with 1,000 new
+# labels, a short reliability run (GPU memory, hot swap on CUDA), one training step per method on
+# ViT-B-16 (bench/gpu_check.py). `make gpu-check DEVICE=cpu`: the same stages at a smoke size (tiny
+# model; 2 to 3.5 minutes on a shared 2-core machine, by load; CI runs it). No install, no console script: with no
+# .venv (the GPU machine) python3 runs it from the source tree. On the GPU machine (see
+# docs/PERFORMANCE.md, "How to run the GPU check"): here `bash tools/device-wheels.sh`, then the
+# device tool's `run` with carry [".whl"] and timeout_s 540 and this command (make is not listed on
+# that image, so it calls the script):
+#   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site:$PWD || exit; python3 bench/gpu_check.py --json $OUT/gpu-check.json --log $OUT/gpu-check.log; cp docs/PERFORMANCE.md docs/PERFORMANCE-train-step.md docs/ceiling-cuda.png docs/e2e-cuda.png $OUT/
+GPU_CHECK_DEVICE := $(if $(filter command line environment,$(origin DEVICE)),$(DEVICE),cuda)
+GPU_CHECK_PYTHON ?= $(shell test -x $(BIN)/python && echo $(BIN)/python || echo python3)
+GPU_CHECK_ARGS   ?=
+.PHONY: gpu-check
+gpu-check:
+	$(GPU_CHECK_PYTHON) bench/gpu_check.py --device $(GPU_CHECK_DEVICE) $(GPU_CHECK_ARGS)

@@ -135,11 +135,16 @@ def run(args: argparse.Namespace) -> dict[str, list[dict[str, Any]]]:
     for name, start, concurrency in plans:
         if name == "baseline" and args.no_baseline:
             continue
+        images = (args.baseline_images or args.images) if name == "baseline" else args.images
         with start(args) as server:
-            for cell in cells(concurrency, args.images, args.labels):
+            for cell in cells(concurrency, images, args.labels):
                 row = measure(server.port, cell, jpegs, args)
                 results[name].append(row)
                 print(name, row, flush=True)
+                if args.json is not None:  # after every cell: a run stopped at its time limit keeps them
+                    partial = args.json.with_suffix(".partial")
+                    partial.write_text(json.dumps(results, indent=1))
+                    partial.replace(args.json)  # atomic: a kill mid-write leaves the previous cells
     return results
 
 
@@ -255,7 +260,7 @@ def ratios(results: dict[str, list[dict[str, Any]]]) -> list[str]:
 
 def report(args: argparse.Namespace, results: dict[str, list[dict[str, Any]]], load_average: float) -> str:
     device = args.device
-    picture = ROOT / "docs" / f"e2e-{device.split(':')[0]}.png"
+    picture = args.out.parent / f"e2e-{device.split(':')[0]}.png"  # beside the page that shows it
     title = f"clipserve vs hand-written baseline, {args.arch} ({args.pretrained}), {device}"
     plot(results, picture, title)
     machine = f"{cpu_model()}, {os.cpu_count()} cores, load average at start {load_average:.1f}"
@@ -319,12 +324,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="load-generator processes")  # fmt: skip
     parser.add_argument("--baseline-max-clients", type=int, default=64)
     parser.add_argument("--no-baseline", action="store_true")
+    parser.add_argument("--baseline-images", type=int, nargs="+", default=None,
+                        help="images per request for the baseline (default: --images)")  # fmt: skip
     parser.add_argument(
         "--serve-args", default="", help="extra flags for clipserve serve, e.g. '--max-batch-size 128'"
     )
     parser.add_argument("--ceiling-json", type=Path, default=None,
                         help="bench/ceiling.py --json of this session")  # fmt: skip
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "PERFORMANCE.md")
+    parser.add_argument("--json", type=Path, default=None, help="also the raw rows (bench/gpu_check.py)")
+    parser.add_argument("--no-write", action="store_true", help="no section, no plot (with --json)")
     args = parser.parse_args(argv)
     args.arch = args.arch or ("ViT-B-32" if args.device.startswith("cuda") else "clipserve-tiny-vit")
     return args
@@ -334,8 +343,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     load_average = os.getloadavg()[0]
     results = run(args)
-    replace_section(args.out, f"e2e:{args.device.split(':')[0]}", report(args, results, load_average))
-    print(f"wrote {args.out}")
+    if not args.no_write:
+        replace_section(args.out, f"e2e:{args.device.split(':')[0]}", report(args, results, load_average))
+        print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":

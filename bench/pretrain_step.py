@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
+from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere, like the Makefile
 
 from models.backbone import build_backbone
 from training.distributed import DistContext
@@ -22,7 +26,7 @@ from training.pretrain.prototypes import episode_prototypes
 from training.pretrain.steps import StepBatch, build_optimizer, objective
 
 
-def main() -> None:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -31,8 +35,14 @@ def main() -> None:
     parser.add_argument("--episode", type=int, default=8192)
     parser.add_argument("--k", type=int, default=819)
     parser.add_argument("--steps", type=int, default=5)
-    args = parser.parse_args()
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    parser.add_argument("--device", default=None, help="default: cuda when available, else cpu")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     backbone = build_backbone(args.arch, None, device=device)
     model = PretrainModel(backbone, heads=True).to(device)
     size = backbone.preprocessing.image_size
@@ -59,7 +69,12 @@ def main() -> None:
     started = time.perf_counter()
     episode_prototypes(features, features.roll(1, 0), args.k, iterations=20, restarts=3)
     results["kmeans_and_pbt_s"] = time.perf_counter() - started
-    print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in results.items()}))
+    if device.type == "cuda":
+        results["peak_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
+    text = json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in results.items()})
+    print(text)
+    if args.json is not None:
+        args.json.write_text(text)
 
 
 def _step(model, optimizer, batch, protos, config, ctx) -> None:  # type: ignore[no-untyped-def]

@@ -312,6 +312,11 @@ def checkpoints(folder: Path) -> tuple[dict[str, str], dict[str, int]]:
     return files, bad
 
 
+def progress(phase: str) -> None:
+    """One line per phase, so a run stopped at a time limit (bench/gpu_check.py) shows where it was."""
+    print(f"reliability: {phase} ({time.strftime('%H:%M:%S')})", flush=True)
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     folder = Path(tempfile.mkdtemp(prefix="clipserve-reliability-"))
     blob = image_bytes(7)
@@ -321,14 +326,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         files, bad = checkpoints(folder)
         server = start_server(folder, args.device)
         try:
+            progress("capacity")
             results["capacity"] = capacity(server, request, args.capacity_seconds)
             rate = results["capacity"]["ok_per_s"]
+            progress(f"sustained at {0.8 * rate:.0f}/s")
             results["sustained"] = sustained(server, request, 0.8 * rate, args.sustained_seconds)
+            progress("overload")
             results["overload"] = overload(server, request, rate, args.overload_seconds)
+            progress("hot swap")
             results["hot_swap"] = asyncio.run(swap_under_load(server, blob, files, bad, args.swaps))
+            progress("sigterm")
             results["sigterm"] = sigterm_under_load(server, request)
         finally:
             server.stop()
+        progress("restart")
         results["restart"] = restart(folder, args.device, results["sigterm"].pop("models_before"))
     finally:
         shutil.rmtree(folder, ignore_errors=True)

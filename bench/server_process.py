@@ -21,7 +21,7 @@ from typing import IO
 import httpx
 import psutil
 
-BIN = Path(sys.executable).parent
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def free_port() -> int:
@@ -31,8 +31,11 @@ def free_port() -> int:
 
 
 def clipserve_command(port: int, *flags: str) -> list[str]:
-    """`clipserve serve` on 127.0.0.1:port with these extra flags."""
-    return [str(BIN / "clipserve"), "serve", "--host", "127.0.0.1", "--port", str(port), *flags]
+    """`clipserve serve` on 127.0.0.1:port with these extra flags, started as this interpreter running
+    the repository's clipserve_cli.py: no console script needed (the GPU machine runs the source tree
+    with its own python3, nothing installed), and the server runs this checkout's code."""
+    cli = str(ROOT / "clipserve_cli.py")
+    return [sys.executable, cli, "serve", "--host", "127.0.0.1", "--port", str(port), *flags]
 
 
 @dataclass

@@ -9,7 +9,7 @@ words every repeat), the same request again (all N cached), and 1 image + 10 of 
 In this process, before the server starts (so the two never compete for the cores): the text work
 of N such labels as the server does it (`class_embedding_matrix`: tokenize, then the one text path
 of models/text.py, truncated to the longest EOT), split into tokenizing and encoding, and the same
-tokens through open_clip's `encode_text` over the full context. Rewrites `bench:text-first-request`.
+tokens through open_clip's `encode_text` over the full context. Rewrites `bench:text-first-request:<device>`.
 
     python bench/text_first_request.py                      # demo backbone (make serve), CPU
     python bench/text_first_request.py --arch ViT-B-32 --pretrained random --device cuda
@@ -20,12 +20,13 @@ from __future__ import annotations
 import argparse
 import base64
 import io
+import json
 import os
 import random
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TypeVar
 
@@ -102,6 +103,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--encoder-repeats", type=int, default=5, help="in-process text-encoder rounds")
     parser.add_argument("--out", type=Path, default=Path("docs/PERFORMANCE.md"))
     parser.add_argument("--no-write", action="store_true", help="print the section, do not write it")
+    parser.add_argument("--json", type=Path, default=None, help="also the raw timings (bench/gpu_check.py)")
     return parser.parse_args(argv)
 
 
@@ -203,10 +205,13 @@ def main(argv: list[str] | None = None) -> int:
     port = free_port()
     with ServerProcess(clipserve_command(port, *serve_flags(args)), port) as server:
         latencies = request_latencies(server.url, fresh, args.labels, args.few, args.repeats)
+    if args.json is not None:
+        figures = {"labels": args.labels, "precision": precision, **asdict(costs), **asdict(latencies)}
+        args.json.write_text(json.dumps(figures, indent=1))
     section = render(args, precision, costs, latencies, load)
     print(section)
     if not args.no_write:
-        replace_section(args.out, "text-first-request", section)
+        replace_section(args.out, f"text-first-request:{device.type}", section)
         print(f"wrote {args.out}")
     return 0
 

@@ -1,4 +1,4 @@
-"""The `bench:text-first-request` section of docs/PERFORMANCE.md, from bench/text_first_request.py."""
+"""The `bench:text-first-request:<device>` section of docs/PERFORMANCE.md (bench/text_first_request.py)."""
 
 from __future__ import annotations
 

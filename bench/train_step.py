@@ -13,15 +13,18 @@ tensors stay fp32. Weights are random: time and memory do not depend on their va
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from open_clip.zero_shot_metadata import IMAGENET_CLASSNAMES
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere, like the Makefile
 
 from models.backbone import Backbone, build_backbone
 from models.prompts import METHODS, Batch, PromptLearner
@@ -51,6 +54,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=3, help="timed steps per method and stage")
     parser.add_argument("--grad-checkpoint", action="store_true", help="for CoCoOp/GOPro text chunks")
     parser.add_argument("--out", type=Path, help="write the results as a markdown table here")
+    parser.add_argument("--json", type=Path, help="also the results as JSON rows (bench/gpu_check.py)")
     parser.add_argument("--smoke", action="store_true", help="CPU, tiny model, 6 classes, batch <= 4")
     args = parser.parse_args(argv)
     if args.smoke:
@@ -169,6 +173,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(table)
+    if args.json:
+        args.json.write_text(json.dumps([asdict(result) for result in results], indent=1))
     return 0
 
 

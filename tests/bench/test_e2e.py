@@ -3,8 +3,11 @@ the goal arithmetic on figures made up to sit on either side of each goal."""
 
 from __future__ import annotations
 
+import contextlib
+import json
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -13,9 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from bench import e2e
 
 
-def test_one_cell_per_server_through_http_writes_the_section_and_plot(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_one_cell_per_server_through_http_writes_the_section_and_plot(tmp_path: Path) -> None:
     out = tmp_path / "PERFORMANCE.md"
     args = e2e.parse_args(
         ["--concurrency", "2", "--images", "2", "--labels", "10", "--seconds", "0.5",
@@ -27,11 +28,8 @@ def test_one_cell_per_server_through_http_writes_the_section_and_plot(
         assert row["codes"] == {"200": row["requests"]} and row["requests"] > 0
         assert row["images_per_s"] == pytest.approx(2 * row["ok_per_s"], abs=0.1) and row["ok_per_s"] > 0
     assert results["clipserve"][0]["server_p50_ms"] > 0  # Server-Timing came back
-    picture = tmp_path / "e2e-cpu.png"
-    monkeypatch.setattr(e2e, "ROOT", tmp_path)  # the plot goes to ROOT/docs
-    (tmp_path / "docs").mkdir()
     text = e2e.report(args, results, load_average=0.0)
-    assert (tmp_path / "docs" / picture.name).stat().st_size > 1000
+    assert (tmp_path / "e2e-cpu.png").stat().st_size > 1000  # beside the page (--out)
     assert "| 2 | 10 | 2 |" in text and "Baseline" in text
 
 
@@ -56,3 +54,17 @@ def test_goal_checks_hold_and_fail_on_the_right_side_of_each_goal(tmp_path: Path
     label = "decode + encode ceiling, computed 1/(1/d + 1/e)"
     assert e2e.against_ceiling(good, {label: {"32": 11_000.0}})[2] is True  # 8,320 is 76%
     assert e2e.against_ceiling(good, {label: {"32": 12_000.0}})[2] is False  # 69%
+
+
+def test_baseline_images_and_json_without_a_section(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """bench/gpu_check.py runs the baseline on single images only and reads the rows from --json."""
+    monkeypatch.setattr(e2e, "clipserve_server", lambda args: contextlib.nullcontext(SimpleNamespace(port=1)))
+    monkeypatch.setattr(e2e, "baseline_server", lambda args: contextlib.nullcontext(SimpleNamespace(port=2)))
+    monkeypatch.setattr(e2e, "measure", lambda port, cell, jpegs, args: {**vars(cell), "port": port})
+    out, figures = tmp_path / "PERFORMANCE.md", tmp_path / "e2e.json"
+    argv = ["--concurrency", "1", "64", "--images", "1", "32", "--labels", "10", "--baseline-images", "1",
+            "--no-write", "--json", str(figures), "--out", str(out)]  # fmt: skip
+    e2e.main(argv)
+    rows = json.loads(figures.read_text())
+    assert [(r["images"], r["clients"]) for r in rows["baseline"]] == [(1, 1), (1, 64)]
+    assert len(rows["clipserve"]) == 4 and not out.exists()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -25,13 +26,16 @@ def _load() -> ModuleType:
 
 
 def test_smoke_run_covers_every_stage_of_every_method(tmp_path: Path) -> None:
-    out = tmp_path / "steps.md"
-    assert _load().main(["--smoke", "--out", str(out)]) == 0
+    out, rows = tmp_path / "steps.md", tmp_path / "steps.json"
+    assert _load().main(["--smoke", "--out", str(out), "--json", str(rows)]) == 0
     table = out.read_text()
     for name, cls in METHODS.items():
         for stage in cls.training_stages:
             assert f"| {name} | {stage} |" in table
     assert "out of memory" not in table
+    steps = json.loads(rows.read_text())  # what bench/gpu_check.py reads
+    assert len(steps) == sum(len(cls.training_stages) for cls in METHODS.values())
+    assert all(step["median_ms"] > 0 and step["classes"] == 6 for step in steps)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message shown where CUDA is absent")
