@@ -5,7 +5,8 @@ Three servers on loopback, run side by side in one run on the same machine:
   fixed JSON (bench/overhead_servers.py): what any Python server pays for the request;
 - clipserve with the tiny random model (clipserve-tiny-vit on the CPU);
 - clipserve with the identity image encoder (bench/overhead_servers.py, bench only): everything
-  the service does except model compute.
+  the service does except model compute; once more with --max-wait-ms 0, so a batch does not wait
+  for company (with 8 closed-loop clients every batch waits the full max_wait_ms otherwise).
 Single-image and 32-image multipart requests of small JPEGs (64x48), 10 labels, 8 clients (closed
 loop, bench/loadgen.py). Per server and shape: requests/s and server CPU microseconds per request
 (the server process's user + system CPU time over the answered requests, from /proc via psutil).
@@ -44,7 +45,7 @@ from bench.report import replace_section
 from bench.server_process import ServerProcess, clipserve_command, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
-SERVERS = ("bare", "clipserve tiny", "clipserve identity")
+SERVERS = ("bare", "clipserve tiny", "clipserve identity", "clipserve identity, max_wait_ms=0")
 LABELS = ["cat", "dog", "bird", "car", "truck", "boat", "plane", "chair", "table", "lamp"]
 
 
@@ -87,13 +88,24 @@ def start_servers(args: argparse.Namespace) -> dict[str, ServerProcess]:
     common = [
         "--arch", args.arch, "--pretrained", "random", "--device", "cpu", "--log-level", "warning",
         # refusals are not what this measures: room for every client's request
-        "--max-inflight-requests", "4096", "--max-queue-images", "65536",
+        "--max-inflight-requests", "4096", "--max-queue-images", "65536", *args.serve_args.split(),
     ]  # fmt: skip
     ports = [free_port() for _ in SERVERS]
     commands = {
         "bare": [sys.executable, script, "bare", "--port", str(ports[0])],
         "clipserve tiny": clipserve_command(ports[1], *common),
         "clipserve identity": [sys.executable, script, "identity", "--port", str(ports[2]), *common],
+        # the same without the batcher's wait for company: what the wait costs 8 closed-loop clients
+        SERVERS[3]: [
+            sys.executable,
+            script,
+            "identity",
+            "--port",
+            str(ports[3]),
+            *common,
+            "--max-wait-ms",
+            "0",
+        ],
     }
     servers: dict[str, ServerProcess] = {}
     try:
@@ -172,6 +184,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seconds", type=float, default=5.0, help="per server, shape and round")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--warmup-seconds", type=float, default=2.0)
+    parser.add_argument("--serve-args", default="", help="more `clipserve serve` flags for both clipserves")
     parser.add_argument("--profile", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--profile-seconds", type=float, default=15.0)
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "PERFORMANCE.md")

@@ -12,6 +12,7 @@ specific stage wins over the framework that called it).
 from __future__ import annotations
 
 import argparse
+import re
 import shutil
 import subprocess
 import sys
@@ -22,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import httpx
 
 from bench.loadgen import closed_loop, summarise
 
@@ -64,6 +67,31 @@ def attribute(raw: str) -> dict[str, int]:
     return dict(counts)
 
 
+STAGE_METRIC = re.compile(
+    r'^clipserve_stage_duration_seconds_(sum|count)\{stage="(\w+)"\} (\S+)$', re.MULTILINE
+)
+
+
+def stage_totals(port: int) -> dict[tuple[str, str], float]:
+    """(sum | count, stage) -> value of the service's own per-stage histogram (service/metrics.py)."""
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+    return {(kind, stage): float(value) for kind, stage, value in STAGE_METRIC.findall(text)}
+
+
+def wall_ms(before: dict[tuple[str, str], float], after: dict[tuple[str, str], float]) -> dict[str, float]:
+    """Mean milliseconds per observation of each stage between two snapshots: wall time, which is
+    where the batch wait shows (`queue`: enqueued to the pass's start; `encode`: one pass)."""
+    means = {}
+    for kind, stage in after:
+        if kind == "sum":
+            count = after[("count", stage)] - before.get(("count", stage), 0.0)
+            if count > 0:
+                means[stage] = round(
+                    1000 * (after[(kind, stage)] - before.get((kind, stage), 0.0)) / count, 3
+                )
+    return means
+
+
 def py_spy() -> str | None:
     local = Path(sys.executable).parent / "py-spy"
     return str(local) if local.exists() else shutil.which("py-spy")
@@ -96,7 +124,9 @@ def _record(
             "--rate", "250", "--format", "raw", "--nonblocking", *extra, "--output", str(raw_path),
         ]  # fmt: skip
         sampler = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        before = stage_totals(port)
         records = closed_loop(port, requests, args.clients, args.profile_seconds, args.processes)
+        after = stage_totals(port)
         _, error = sampler.communicate(timeout=args.profile_seconds + 60)
         if sampler.returncode != 0 or not raw_path.exists():
             return {"error": f"py-spy failed ({sampler.returncode}): {error.decode(errors='replace')[-500:]}"}
@@ -110,5 +140,6 @@ def _record(
         "command": " ".join(["py-spy", *command[1:-2]]).replace(str(pid), "PID"),
         "samples": total,
         "requests_per_s": round(summarise(records, args.profile_seconds).ok_per_s, 1),
+        "wall_ms_per_stage": wall_ms(before, after),
         "stages": {stage: round(n / total, 3) for stage, n in sorted(samples.items(), key=lambda i: -i[1])},
     }

@@ -33,7 +33,7 @@ def test_three_servers_two_shapes_and_the_section(tmp_path: Path) -> None:
     assert "bench/overhead.py --seconds 0.5" in text and "load average at start" in text
     if py_spy():
         assert set(figures["profile"]) == {"busy threads", "GIL holder"}, figures["profile"]
-        assert "| decode (Pillow) |" in text
+        assert "| decode (Pillow) |" in text and "batch wait (queue)" in text
     assert figures_json.exists()
 
 
