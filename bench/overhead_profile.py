@@ -34,8 +34,9 @@ from bench.loadgen import closed_loop, summarise
 STAGES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("serialise", ("json_response.py", "orjson", "json/encoder.py")),
     ("score: softmax + top-k", ("service/api/classify.py", "service/api/protocols/")),
-    ("decode (Pillow)", ("service/engine/decode.py", "PIL/", "torchvision/transforms", "preprocess.py")),
-    ("parse (multipart, fields)", ("service/api/multipart.py", "service/api/parse.py", "image_header.py")),
+    ("decode (Pillow)", ("service/engine/decode.py", "image_header.py", "PIL/", "torchvision/transforms",
+                         "preprocess.py")),
+    ("parse (multipart, fields)", ("service/api/multipart.py", "service/api/parse.py")),
     ("encode (image encoder)", ("encode_identity (", "encode_images (", "open_clip/")),
     ("batcher (queue, normalise, copies)", ("service/engine/batcher.py", "service/engine/device_io.py")),
     ("text cache", ("service/catalog/",)),

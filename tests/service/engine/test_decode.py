@@ -23,8 +23,8 @@ from service.engine.decode import (
     check_header,
     contiguous_slices,
     decode_image,
-    inline_pixels,
     read_header,
+    request_pixels,
     rgb_tensor,
 )
 from service.errors import CorruptImage, TooLarge, UnsupportedMedia
@@ -125,16 +125,40 @@ def test_small_requests_decode_on_the_event_loop_without_the_pool(monkeypatch: p
     assert all(torch.equal(row, expected) for row in pixels.data)
 
 
-def test_large_requests_use_one_pool_job_per_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(
+    ("sizes", "expected"),
+    [
+        ([(64 + i, 48) for i in range(10)], [range(0, 10)]),  # ~32,000 pixels: one job
+        ([(600, 500)] * 4, [range(0, 1), range(1, 2), range(2, 4)]),  # 1.2 M pixels: one per thread
+        ([(600, 500)] + [(64, 48)] * 5, [range(0, 3), range(3, 6)]),  # 315,360 pixels: two jobs
+    ],
+)
+def test_pool_jobs_follow_the_pixels(
+    sizes: list[tuple[int, int]], expected: list[range], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(decode_module, "available_cpus", lambda: 16)
     pool = decoder(threads=3)
     jobs = []
     submit = pool.pool.submit
     monkeypatch.setattr(pool.pool, "submit", lambda fn, *args: jobs.append(args[1]) or submit(fn, *args))
-    blobs = [encoded((64 + i, 48), "JPEG") for i in range(10)]  # 10 x ~3,100 pixels: past the bound
+    blobs = [encoded(size, "JPEG") for size in sizes]
     pixels = asyncio.run(pool.decode(blobs))
-    assert jobs == [range(0, 3), range(3, 6), range(6, 10)]
+    assert jobs == expected
     for i, blob in enumerate(blobs):
         assert torch.equal(pixels.data[i], decode_image(blob, i, LIMITS, pool.resize))
+
+
+def test_decode_threads_are_capped_at_the_cpus(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(decode_module, "available_cpus", lambda: 2)
+    assert decoder(threads=4).threads == 2 and decoder(threads=1).threads == 1
+    monkeypatch.setattr(decode_module, "available_cpus", lambda: 16)
+    assert decoder(threads=4).threads == 4
+
+
+def test_a_header_without_a_size_means_a_job_per_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(decode_module, "available_cpus", lambda: 16)
+    assert decoder(threads=3).jobs(math.inf) == 3
+    assert decoder(threads=3).jobs(INLINE_PIXELS + 1) == 1
 
 
 @pytest.mark.parametrize("count", [2, 10])  # inline and on the pool
@@ -148,8 +172,8 @@ def test_the_first_bad_image_is_the_error(count: int) -> None:
 
 
 def test_an_image_without_a_readable_header_size_goes_to_the_pool() -> None:
-    assert inline_pixels([encoded((8, 8), "BMP")]) == math.inf
-    assert inline_pixels([encoded((64, 48), "PNG")] * 2) == 2 * 64 * 48
+    assert request_pixels([encoded((8, 8), "BMP")]) == math.inf
+    assert request_pixels([encoded((64, 48), "PNG")] * 2) == 2 * 64 * 48
 
 
 def test_contiguous_slices() -> None:
