@@ -134,10 +134,9 @@ def rgb_tensor(image: Image.Image) -> torch.Tensor:
 # Requests whose images hold at most this many pixels in all (by their headers: five 64x48
 # thumbnails, one 128x128 image) are decoded on the event loop: ~0.1-0.3 ms of work, less CPU than
 # handing it to a pool thread and back (a submit, a wake-up, a future and GIL hand-overs; measured
-# with bench/overhead.py). Larger requests go to the pool in one job per PIXELS_PER_JOB (at most one
-# per thread): Pillow's C code runs in parallel there, but each job costs a hand-off and threads
-# contend for the GIL between C calls, so 32 thumbnails decode faster as one job than as four
-# (2-core machine, decode_threads 1/2/4: 13.3/17.3/21.0 ms CPU per 32-image request).
+# with bench/overhead.py). Larger requests go to the pool, where Pillow's C code runs in parallel;
+# each job costs a hand-off, so a request gets one job per PIXELS_PER_JOB of its pixels (at most one
+# per thread): 32 thumbnails are one job, 32 photos one per thread.
 INLINE_PIXELS = 16_384
 PIXELS_PER_JOB = 262_144  # 512 x 512: a few ms of decoding, well above a hand-off's cost
 
