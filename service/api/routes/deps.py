@@ -1,8 +1,8 @@
 """Shared route dependencies: the app state, a ready runtime, and the admin bearer check.
 
 All `async def`, though none awaits: FastAPI runs a plain `def` dependency on its thread pool, a
-thread hand-off per request and dependency (~10% of the service's CPU per small request, measured
-with bench/overhead.py) for what is an attribute lookup."""
+thread hand-off per request and dependency (13% of the busy-thread samples of a py-spy profile of
+bench/overhead.py's single-image load) for what is an attribute lookup."""
 
 from __future__ import annotations
 
