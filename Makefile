@@ -131,3 +131,10 @@ GPU_CHECK_ARGS   ?=
 .PHONY: gpu-check
 gpu-check:
 	$(GPU_CHECK_PYTHON) bench/gpu_check.py --device $(GPU_CHECK_DEVICE) $(GPU_CHECK_ARGS)
+
+# Service overhead (issue 16): clipserve (tiny model; identity encoder) against a bare FastAPI
+# endpoint, single- and 32-image requests of 64x48 JPEGs, requests/s and server CPU us/request in one
+# run, plus a py-spy per-stage profile; rewrites its section of docs/PERFORMANCE.md (~4 minutes).
+.PHONY: bench-overhead
+bench-overhead: install
+	$(BIN)/python bench/overhead.py $(BENCH_ARGS)

@@ -13,11 +13,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service.api.error_shape import error_body
+from service.api.json_response import ORJSONResponse
 from service.errors import Overloaded
 from service.runtime import State
 
@@ -68,4 +68,4 @@ class Admission:
         self.state.metrics.rejections.labels(reason="inflight_limit").inc()
         scope["route"] = route  # the request metrics label it with its template, as the router would
         body = error_body(scope["path"], error.status, error.type, error.message)
-        await JSONResponse(body, error.status, error.headers)(scope, receive, send)
+        await ORJSONResponse(body, error.status, error.headers)(scope, receive, send)

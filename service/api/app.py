@@ -18,13 +18,13 @@ from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.api.access import RequestContext
 from service.api.admission import ADMITTED_PATHS, Admission
 from service.api.auth import RequireKeys
 from service.api.error_shape import error_body
+from service.api.json_response import ORJSONResponse
 from service.api.openapi import install_openapi
 from service.api.routes import admin, classify, docs, embeddings, health, hf, models, open_inference, ui
 from service.errors import ServiceError
@@ -78,6 +78,7 @@ def create_app(settings: Settings | None = None, started: int | None = None) -> 
         lifespan=lifespan,
         docs_url=None,  # service.api.routes.docs serves /docs and /redoc without a CDN
         redoc_url=None,
+        default_response_class=ORJSONResponse,  # for routes that return plain dicts
     )
     app.state.clipserve = state
     app.state.process_stats = process_stats
@@ -125,9 +126,9 @@ def install_middleware(app: FastAPI, state: State, routers: Sequence[APIRouter])
 
 def error_response(
     request: Request, status: int, kind: str, message: str, headers: dict[str, str] | None = None
-) -> JSONResponse:
+) -> ORJSONResponse:
     body = error_body(request.url.path, status, kind, message)  # the protocol's shape (/v2 differs)
-    return JSONResponse(body, status_code=status, headers=headers)
+    return ORJSONResponse(body, status_code=status, headers=headers)
 
 
 def install_error_handlers(app: FastAPI, metrics: Metrics) -> None:
@@ -136,23 +137,23 @@ def install_error_handlers(app: FastAPI, metrics: Metrics) -> None:
             metrics.rejections.labels(reason=REJECTION_REASONS[status]).inc()
 
     @app.exception_handler(ServiceError)
-    async def service_error(request: Request, error: ServiceError) -> JSONResponse:
+    async def service_error(request: Request, error: ServiceError) -> ORJSONResponse:
         count(error.status)
         return error_response(request, error.status, error.type, error.message, error.headers)
 
     @app.exception_handler(RequestValidationError)
-    async def validation_error(request: Request, error: RequestValidationError) -> JSONResponse:
+    async def validation_error(request: Request, error: RequestValidationError) -> ORJSONResponse:
         problems = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors()[:5]]
         count(422)
         return error_response(request, 422, "invalid", "; ".join(problems))
 
     @app.exception_handler(HTTPException)
-    async def http_error(request: Request, error: HTTPException) -> JSONResponse:
+    async def http_error(request: Request, error: HTTPException) -> ORJSONResponse:
         headers = dict(error.headers or {})
         return error_response(request, error.status_code, "http", str(error.detail), headers)
 
     @app.exception_handler(Exception)
-    async def internal_error(request: Request, error: Exception) -> JSONResponse:
+    async def internal_error(request: Request, error: Exception) -> ORJSONResponse:
         log.exception("internal error on %s", request.url.path)
         message = f"internal error ({type(error).__name__}); see the server log"
         return error_response(request, 500, "internal", message)

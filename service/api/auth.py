@@ -22,10 +22,10 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from starlette.datastructures import Headers
-from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service.api.error_shape import error_body
+from service.api.json_response import ORJSONResponse
 from service.errors import Unauthorized
 from service.settings import Settings
 
@@ -143,7 +143,7 @@ class RequireKeys:
             await self.app(scope, receive, send)
             return
         body = error_body(scope["path"], refusal.status, refusal.type, refusal.message)  # /v2: its shape
-        await JSONResponse(body, refusal.status, refusal.headers)(scope, receive, send)
+        await ORJSONResponse(body, refusal.status, refusal.headers)(scope, receive, send)
 
     def refusal(self, scope: Scope) -> Unauthorized | None:
         path = scope["path"][len(scope.get("root_path", "")) :] or "/"

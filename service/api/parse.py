@@ -143,10 +143,10 @@ async def _parse_multipart(
         if part.name == "images":
             if part.filename is None:
                 raise BadInput("`images` parts must be files (filename set), not plain fields")
-            images.append(part.data)
+            images.append(bytes(part.data))  # the one copy out of the body (decoders take bytes)
             continue
         try:  # form fields are UTF-8 text; never read undecodable bytes as something else
-            fields.setdefault(part.name, []).append(part.data.decode("utf-8"))
+            fields.setdefault(part.name, []).append(str(part.data, "utf-8"))
         except UnicodeDecodeError as error:
             raise BadInput(f"form field {part.name!r} is not UTF-8 text") from error
     unknown = set(fields) - set(FIELDS)

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import io
+import math
+import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -117,11 +119,31 @@ def decode_image(data: bytes, index: int, limits: DecodeLimits, resize: Callable
         rgb = image.convert("RGB")  # decodes the pixel data
     except Exception as error:  # truncated or corrupt data: OSError, SyntaxError, ValueError ...
         raise CorruptImage(f"image {index}: corrupt or truncated {image.format} data ({error})") from error
-    return pil_to_tensor(resize(rgb))  # [3, S, S] uint8
+    return rgb_tensor(resize(rgb))  # [3, S, S] uint8
+
+
+def rgb_tensor(image: Image.Image) -> torch.Tensor:
+    """PIL RGB image -> [3, H, W] uint8 view of one copy of its bytes: pil_to_tensor's values at a
+    third of its cost (it goes through numpy's array interface, ~15 us more per image)."""
+    if image.mode != "RGB":
+        return pil_to_tensor(image)
+    data = bytearray(image.tobytes())  # writable, as torch.frombuffer wants
+    return torch.frombuffer(data, dtype=torch.uint8).view(image.height, image.width, 3).permute(2, 0, 1)
+
+
+# Requests whose images hold at most this many pixels in all (by their headers: five 64x48
+# thumbnails, one 128x128 image) are decoded on the event loop: ~0.1-0.3 ms of work, less CPU than
+# handing it to a pool thread and back (a submit, a wake-up, a future and GIL hand-overs; measured
+# with bench/overhead.py). Larger requests go to the pool, where Pillow's C code runs in parallel;
+# each job costs a hand-off, so a request gets one job per PIXELS_PER_JOB of its pixels (at most one
+# per thread): 32 thumbnails are one job, 32 photos one per thread.
+INLINE_PIXELS = 16_384
+PIXELS_PER_JOB = 262_144  # 512 x 512: a few ms of decoding, well above a hand-off's cost
 
 
 class Decoder:
-    """Decodes the images of one request in parallel on a small thread pool.
+    """Decodes the images of one request: small ones on the event loop, others on a small thread
+    pool in jobs of contiguous slices of the images, one per PIXELS_PER_JOB, at most one per thread.
 
     With `pin_memory` (the service runs on CUDA) the images are stacked straight into page-locked
     memory, so the lane's host-to-device copy is asynchronous (a copy from pageable memory is not).
@@ -130,26 +152,66 @@ class Decoder:
     def __init__(
         self, preprocessing: Preprocessing, limits: DecodeLimits, threads: int, pin_memory: bool = False
     ) -> None:
+        # More decode threads than CPUs only add contention (GIL hand-overs, context switches):
+        # 2-core machine, 8 clients of 32 thumbnails, decode_threads 4 -> 2 -> 1: 21.0 -> 17.3 ->
+        # 13.3 ms CPU per request. So decode_threads is capped at the CPUs this process may use.
+        self.threads = max(1, min(threads, available_cpus()))
         self.limits, self.pin_memory = limits, pin_memory
         self.resize = resize_transform(preprocessing)
-        self.pool = ThreadPoolExecutor(threads, thread_name_prefix="decode")
+        self.pool = ThreadPoolExecutor(self.threads, thread_name_prefix="decode")
 
     async def decode(self, blobs: Sequence[bytes]) -> Pixels:
-        """N encoded images -> [N, 3, S, S] uint8 (CPU)."""
-        loop = asyncio.get_running_loop()
-        jobs = [
-            loop.run_in_executor(self.pool, decode_image, blob, i, self.limits, self.resize)
-            for i, blob in enumerate(blobs)
-        ]
-        results = await asyncio.gather(*jobs, return_exceptions=True)
-        for result in results:
-            if isinstance(result, BaseException):
-                raise result
-        images: list[torch.Tensor] = results  # type: ignore[assignment]
+        """N encoded images -> [N, 3, S, S] uint8 (CPU); the error of the first bad image."""
+        pixels = request_pixels(blobs)
+        if pixels <= INLINE_PIXELS:
+            images = self.decode_slice(blobs, range(len(blobs)))
+        else:
+            loop = asyncio.get_running_loop()
+            slices = contiguous_slices(len(blobs), self.jobs(pixels))
+            jobs = [loop.run_in_executor(self.pool, self.decode_slice, blobs, part) for part in slices]
+            results = await asyncio.gather(*jobs, return_exceptions=True)
+            for result in results:  # in image order: the first slice with an error has the first
+                if isinstance(result, BaseException):
+                    raise result
+            images = [image for result in results for image in result]  # type: ignore[union-attr]
         if not self.pin_memory:
             return Pixels(torch.stack(images))
         staging = torch.empty((len(images), *images[0].shape), dtype=torch.uint8, pin_memory=True)
         return Pixels(torch.stack(images, out=staging))
 
+    def jobs(self, pixels: float) -> int:
+        """Pool jobs for a request of `pixels` (infinite: a header without a size, so Pillow will
+        say; one job per thread then, as the size is unknown)."""
+        if pixels == math.inf:
+            return self.threads
+        return max(1, min(self.threads, math.ceil(pixels / PIXELS_PER_JOB)))
+
+    def decode_slice(self, blobs: Sequence[bytes], indices: range) -> list[torch.Tensor]:
+        return [decode_image(blobs[i], i, self.limits, self.resize) for i in indices]
+
     def close(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on (its affinity mask, e.g. a container's cpuset)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def request_pixels(blobs: Sequence[bytes]) -> float:
+    """The pixels of all the images by their headers; infinite if any header does not say."""
+    total = 0
+    for blob in blobs:
+        pixels = read_image_header(blob).pixels
+        if pixels is None:
+            return math.inf
+        total += pixels
+    return total
+
+
+def contiguous_slices(count: int, parts: int) -> list[range]:
+    """0..count-1 cut into at most `parts` contiguous, non-empty ranges of near-equal length."""
+    parts = max(1, min(parts, count))
+    return [range(i * count // parts, (i + 1) * count // parts) for i in range(parts)]

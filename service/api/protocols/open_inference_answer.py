@@ -4,13 +4,13 @@ service.api.protocols.open_inference."""
 
 from __future__ import annotations
 
-import json
 import struct
 from typing import Any
 
 from starlette.responses import Response
 
 from service.api.classify import Scored
+from service.api.json_response import dumps
 from service.api.protocols.open_inference import COSINES, IMAGES, LABELS, OUTPUTS, SCORES
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
@@ -54,7 +54,7 @@ def infer_answer(scored: Scored, outputs: dict[str, bool], request_id: str | Non
     if request_id is not None:
         body["id"] = request_id
     body["outputs"] = tensors
-    header = json.dumps(body, separators=(",", ":")).encode()
+    header = dumps(body, allow_nan=True)  # as json.dumps always wrote /v2 answers
     if not binaries:
         return Response(header, media_type="application/json")
     return Response(

@@ -8,9 +8,9 @@ from typing import Any
 from fastapi import APIRouter
 from pydantic import BaseModel
 from starlette.requests import Request
-from starlette.responses import JSONResponse
 
 from service.api.classify import classify
+from service.api.json_response import ORJSONResponse
 from service.api.model_requests import UNKNOWN, count_model_request, model_label
 from service.api.openapi import error_responses
 from service.api.parse import ClassifyInput, ClassifyJSON, parse_classify
@@ -88,7 +88,7 @@ REQUEST_BODY: dict[str, Any] = {
     "(image_url_allow).",
     responses=error_responses(400, 403, 404, 413, 415, 422, 429, 503, 504),
 )
-async def classify_route(request: Request, runtime: RuntimeDep) -> JSONResponse:
+async def classify_route(request: Request, runtime: RuntimeDep) -> ORJSONResponse:
     # admitted by service.api.admission (max_inflight_requests); the deadline covers reading the body too
     timeout = runtime.settings.request_timeout_s
     parsed: ClassifyInput | None = None
@@ -103,4 +103,4 @@ async def classify_route(request: Request, runtime: RuntimeDep) -> JSONResponse:
         count_model_request(runtime, model_label(runtime, parsed.model) if parsed else UNKNOWN, error.status)
         raise
     count_model_request(runtime, model_label(runtime, answer["model"]["name"]), 200)
-    return JSONResponse(answer)
+    return ORJSONResponse(answer)

@@ -8,10 +8,10 @@ from typing import Any
 from fastapi import APIRouter
 from pydantic import BaseModel
 from starlette.requests import Request
-from starlette.responses import JSONResponse
 
 from service.api.deadline import deadline
 from service.api.embed import embed_images, embed_texts
+from service.api.json_response import ORJSONResponse
 from service.api.model_requests import counted
 from service.api.openapi import INFERENCE_ERRORS, error_responses, inline_schema
 from service.api.parse import read_body
@@ -66,7 +66,7 @@ REQUEST_BODY: dict[str, Any] = {
     'the default) or the plain text tower (`none`); `"modality": "image"` takes images as base64 '
     "or data: URIs. `encoding_format` float or base64 (little-endian float32).",
 )
-async def create_embeddings(request: Request, runtime: RuntimeDep) -> JSONResponse:
+async def create_embeddings(request: Request, runtime: RuntimeDep) -> ORJSONResponse:
     # admitted by service.api.admission like /classify; the deadline covers reading the body too
     async with counted(runtime) as tally, deadline(runtime.settings):
         if content_type(request) != "application/json":
@@ -80,4 +80,4 @@ async def create_embeddings(request: Request, runtime: RuntimeDep) -> JSONRespon
         else:
             assert parsed.texts is not None
             embedded = await embed_texts(runtime, parsed.model, parsed.texts, parsed.prompt)
-        return JSONResponse(embeddings_answer(embedded, parsed.encoding))
+        return ORJSONResponse(embeddings_answer(embedded, parsed.encoding))

@@ -7,8 +7,9 @@ from typing import Any
 from fastapi import APIRouter
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
+from service.api.json_response import ORJSONResponse
 from service.api.openapi import error_responses
 from service.api.routes.deps import StateDep
 
@@ -23,13 +24,13 @@ async def live() -> dict[str, str]:
 @router.get(
     "/health/ready", summary="Models loaded and warmed, and not draining", responses=error_responses(503)
 )
-async def ready(state: StateDep) -> JSONResponse:
+async def ready(state: StateDep) -> ORJSONResponse:
     if state.ready:
         assert state.runtime is not None
-        return JSONResponse({"status": "ready", "models": sorted(state.runtime.registry.active)})
+        return ORJSONResponse({"status": "ready", "models": sorted(state.runtime.registry.active)})
     reason = "draining" if state.draining else (state.error or "loading")
     body = {"error": {"code": 503, "type": "not_ready", "message": reason}}
-    return JSONResponse(body, status_code=503, headers={"Retry-After": "1"})
+    return ORJSONResponse(body, status_code=503, headers={"Retry-After": "1"})
 
 
 METRICS_BODY: dict[int | str, dict[str, Any]] = {

@@ -9,10 +9,10 @@ from typing import Any
 
 from fastapi import APIRouter
 from starlette.requests import Request
-from starlette.responses import JSONResponse
 
 from service.api.classify import score
 from service.api.deadline import deadline
+from service.api.json_response import ORJSONResponse
 from service.api.model_requests import counted
 from service.api.openapi import INFERENCE_ERRORS, error_responses, inline_schema
 from service.api.protocols.hf import HFAnswerItem, HFRequest, hf_answer, parse_hf
@@ -48,7 +48,7 @@ DESCRIPTION = (
     summary="Hugging Face zero-shot image classification with the default model",
     description=DESCRIPTION,
 )
-async def hf_default_model(request: Request, runtime: RuntimeDep) -> JSONResponse:
+async def hf_default_model(request: Request, runtime: RuntimeDep) -> ORJSONResponse:
     return await hf_classify(request, runtime, None)
 
 
@@ -60,14 +60,14 @@ async def hf_default_model(request: Request, runtime: RuntimeDep) -> JSONRespons
     summary="Hugging Face zero-shot image classification with a named model",
     description=DESCRIPTION,
 )
-async def hf_named_model(name: str, request: Request, runtime: RuntimeDep) -> JSONResponse:
+async def hf_named_model(name: str, request: Request, runtime: RuntimeDep) -> ORJSONResponse:
     return await hf_classify(request, runtime, name)
 
 
-async def hf_classify(request: Request, runtime: Runtime, model: str | None) -> JSONResponse:
+async def hf_classify(request: Request, runtime: Runtime, model: str | None) -> ORJSONResponse:
     # admitted by service.api.admission like /classify; the deadline covers reading the body too
     async with counted(runtime) as tally, deadline(runtime.settings):
         tally.name(model)
         parsed = await parse_hf(request, runtime.settings, model)
         answer = await score(runtime, parsed, lambda scored: hf_answer(scored, parsed.top_k))
-        return JSONResponse(answer)
+        return ORJSONResponse(answer)

@@ -10,10 +10,11 @@ from typing import Any
 
 from fastapi import APIRouter
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
 from service.api.classify import Scored, score
 from service.api.deadline import deadline
+from service.api.json_response import ORJSONResponse
 from service.api.model_requests import counted
 from service.api.openapi import INFERENCE_ERRORS, OpenInferenceErrorBody, error_responses, inline_schema
 from service.api.parse import ClassifyInput, read_body
@@ -70,7 +71,7 @@ async def server_ready(state: StateDep) -> Response:
     if state.ready:
         return Response(status_code=200)
     reason = "draining" if state.draining else (state.error or "loading")
-    return JSONResponse({"error": f"not ready: {reason}"}, status_code=NOT_READY)
+    return ORJSONResponse({"error": f"not ready: {reason}"}, status_code=NOT_READY)
 
 
 def active_version(runtime: Runtime, name: str, number: str | None) -> Version:
@@ -115,7 +116,7 @@ async def version_ready(name: str, version: str, state: StateDep) -> Response:
 
 def ready_answer(runtime: Runtime | None, name: str, number: str | None) -> Response:
     if runtime is None:
-        return JSONResponse({"error": "not ready: models are loading or the server is draining"}, NOT_READY)
+        return ORJSONResponse({"error": "not ready: models are loading or the server is draining"}, NOT_READY)
     active_version(runtime, name, number)  # 404 if unknown
     return Response(status_code=200)
 

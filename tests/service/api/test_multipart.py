@@ -70,7 +70,7 @@ def test_parts_equal_starlettes_on_bodies_a_real_client_writes(
     theirs = starlette_parts(body, content_type)
     # starlette groups fields by name (multi_items keeps insertion order per key): compare as multisets
     key = repr  # filenames are str or None: sort by a total order
-    assert sorted(((p.name, p.filename, p.data) for p in ours), key=key) == sorted(theirs, key=key)
+    assert sorted(((p.name, p.filename, bytes(p.data)) for p in ours), key=key) == sorted(theirs, key=key)
 
 
 def body(*parts: bytes, preamble: bytes = b"", epilogue: bytes = b"") -> bytes:
@@ -137,3 +137,49 @@ def test_limits_count_files_and_fields_and_bound_the_work_before_parsing() -> No
         parse_multipart(body(*[b"garbage"] * 100_000), BOUNDARY, max_files=10, max_fields=10)
     with pytest.raises(MultipartError, match="boundary"):
         boundary_of("multipart/form-data")
+
+
+def split_reference(body: bytes, boundary: bytes, max_parts: int) -> list[bytes] | str:
+    """The parser before #16 cut the body with bytes.split: its parts' raw chunks, or the error."""
+    chunks = (b"\r\n" + body).split(b"\r\n--" + boundary)
+    closing = next((i for i, chunk in enumerate(chunks) if i and chunk.startswith(b"--")), None)
+    if closing is None:
+        return "closing boundary"
+    if closing - 1 > max_parts:
+        return f"{closing - 1} fields"
+    return [chunk.partition(b"\r\n\r\n")[2] for chunk in chunks[1:closing]]
+
+
+pieces = st.sampled_from(
+    [b"--b0undary", b"\r\n--b0undary", b"\r\n--b0undary--", b"--", b"\r\n", b"\r\n\r\n", b" \t", b"x", FIELD]
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(pieces | st.binary(max_size=6), max_size=12))
+def test_the_in_place_search_cuts_where_split_did(chunks: list[bytes]) -> None:
+    body = b"".join(chunks)
+    expected = split_reference(body, BOUNDARY, max_parts=6)
+    try:
+        parts = parse_multipart(body, BOUNDARY, max_files=3, max_fields=3)
+    except (TooManyFields, TooManyFiles) as error:
+        assert isinstance(expected, list) or str(error) == expected, (error, expected)
+        return
+    except MultipartError as error:
+        assert (
+            expected == "closing boundary" if "closing boundary" in str(error) else isinstance(expected, list)
+        )
+        return
+    assert isinstance(expected, list) and [bytes(part.data) for part in parts] == expected
+
+
+def test_part_data_is_a_view_of_the_body_not_a_copy() -> None:
+    raw = body(FIELD, FILE)
+    labels, image = parse_multipart(raw, BOUNDARY, 1, 1)
+    assert isinstance(image.data, memoryview) and image.data.obj is raw
+    assert bytes(image.data) == b"\x89PNG" and str(labels.data, "utf-8") == "cat"
+
+
+def test_a_refused_count_names_every_part() -> None:
+    with pytest.raises(TooManyFields, match=r"^1000 fields$"):
+        parse_multipart(body(*[FIELD] * 1000), BOUNDARY, max_files=1, max_fields=1)

@@ -3,15 +3,30 @@ Pillow opens them with one plugin. Errors and pixels are those of the path befor
 
 from __future__ import annotations
 
+import asyncio
 import io
+import math
 import struct
 import zlib
 
 import pytest
+import torch
 from PIL import Image
+from torchvision.transforms.functional import pil_to_tensor
 
+from models.backbone import Preprocessing
 from service.engine import decode as decode_module
-from service.engine.decode import DecodeLimits, check_header, decode_image, read_header
+from service.engine.decode import (
+    INLINE_PIXELS,
+    DecodeLimits,
+    Decoder,
+    check_header,
+    contiguous_slices,
+    decode_image,
+    read_header,
+    request_pixels,
+    rgb_tensor,
+)
 from service.errors import CorruptImage, TooLarge, UnsupportedMedia
 
 LIMITS = DecodeLimits(max_pixels=1_000_000, formats=("JPEG", "PNG"))
@@ -94,3 +109,81 @@ def test_pixels_are_pillows() -> None:
     expected = Image.open(io.BytesIO(data)).convert("RGB")
     assert pixels.shape == (3, 48, 64)
     assert pixels.permute(1, 2, 0).numpy().tobytes() == expected.tobytes()
+
+
+def decoder(threads: int = 3) -> Decoder:
+    return Decoder(Preprocessing(image_size=16, mean=(0.5,) * 3, std=(0.5,) * 3), LIMITS, threads)
+
+
+def test_small_requests_decode_on_the_event_loop_without_the_pool(monkeypatch: pytest.MonkeyPatch) -> None:
+    pool = decoder()
+    monkeypatch.setattr(pool.pool, "submit", lambda *a, **k: pytest.fail("a thread hand-off"))
+    thumbnails = [encoded((64, 48), "JPEG")] * (INLINE_PIXELS // (64 * 48))
+    pixels = asyncio.run(pool.decode(thumbnails))
+    assert pixels.data.shape == (len(thumbnails), 3, 16, 16)
+    expected = decode_image(thumbnails[0], 0, LIMITS, pool.resize)
+    assert all(torch.equal(row, expected) for row in pixels.data)
+
+
+@pytest.mark.parametrize(
+    ("sizes", "expected"),
+    [
+        ([(64 + i, 48) for i in range(10)], [range(0, 10)]),  # ~32,000 pixels: one job
+        ([(600, 500)] * 4, [range(0, 1), range(1, 2), range(2, 4)]),  # 1.2 M pixels: one per thread
+        ([(600, 500)] + [(64, 48)] * 5, [range(0, 3), range(3, 6)]),  # 315,360 pixels: two jobs
+    ],
+)
+def test_pool_jobs_follow_the_pixels(
+    sizes: list[tuple[int, int]], expected: list[range], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(decode_module, "available_cpus", lambda: 16)
+    pool = decoder(threads=3)
+    jobs = []
+    submit = pool.pool.submit
+    monkeypatch.setattr(pool.pool, "submit", lambda fn, *args: jobs.append(args[1]) or submit(fn, *args))
+    blobs = [encoded(size, "JPEG") for size in sizes]
+    pixels = asyncio.run(pool.decode(blobs))
+    assert jobs == expected
+    for i, blob in enumerate(blobs):
+        assert torch.equal(pixels.data[i], decode_image(blob, i, LIMITS, pool.resize))
+
+
+def test_decode_threads_are_capped_at_the_cpus(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(decode_module, "available_cpus", lambda: 2)
+    assert decoder(threads=4).threads == 2 and decoder(threads=1).threads == 1
+    monkeypatch.setattr(decode_module, "available_cpus", lambda: 16)
+    assert decoder(threads=4).threads == 4
+
+
+def test_a_header_without_a_size_means_a_job_per_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(decode_module, "available_cpus", lambda: 16)
+    assert decoder(threads=3).jobs(math.inf) == 3
+    assert decoder(threads=3).jobs(INLINE_PIXELS + 1) == 1
+
+
+@pytest.mark.parametrize("count", [2, 10])  # inline and on the pool
+def test_the_first_bad_image_is_the_error(count: int) -> None:
+    good = encoded((64, 48), "JPEG")
+    bad = good[:-40]  # its header gives a size (so 2 images stay inline); its scan is cut short
+    blobs = [good] * count
+    blobs[count - 1] = blobs[1] = bad
+    with pytest.raises(CorruptImage, match="image 1: corrupt or truncated JPEG"):
+        asyncio.run(decoder().decode(blobs))
+
+
+def test_an_image_without_a_readable_header_size_goes_to_the_pool() -> None:
+    assert request_pixels([encoded((8, 8), "BMP")]) == math.inf
+    assert request_pixels([encoded((64, 48), "PNG")] * 2) == 2 * 64 * 48
+
+
+def test_contiguous_slices() -> None:
+    assert contiguous_slices(1, 4) == [range(0, 1)]
+    assert contiguous_slices(32, 4) == [range(0, 8), range(8, 16), range(16, 24), range(24, 32)]
+    assert sum(len(part) for part in contiguous_slices(7, 3)) == 7
+
+
+@pytest.mark.parametrize("mode", ["RGB", "L", "RGBA", "I;16"])
+@pytest.mark.parametrize("size", [(1, 1), (7, 3), (32, 32), (33, 17)])
+def test_rgb_tensor_equals_pil_to_tensor(mode: str, size: tuple[int, int]) -> None:
+    image = Image.effect_noise(size, 60).convert(mode)
+    assert torch.equal(rgb_tensor(image), pil_to_tensor(image))
