@@ -62,10 +62,13 @@ def resize_transform(preprocessing: Preprocessing) -> Callable[[Image.Image], Im
 PILLOW_FORMAT = {"jpeg": "JPEG", "png": "PNG"}  # image_header's names -> Pillow's (and settings')
 
 
-def check_header(data: bytes, index: int, limits: DecodeLimits) -> ImageHeader:
+def check_header(
+    data: bytes, index: int, limits: DecodeLimits, header: ImageHeader | None = None
+) -> ImageHeader:
     """The format and size limits (415/413) from the header bytes alone, for JPEG and PNG whose
-    size the header gives; other images get ImageHeader("other", ...) and are judged by Pillow."""
-    header = read_image_header(data)
+    size the header gives; other images get ImageHeader("other", ...) and are judged by Pillow.
+    `header`: read_image_header(data), where the caller has read it already."""
+    header = read_image_header(data) if header is None else header
     if header.width is None or header.height is None:
         return header
     name = PILLOW_FORMAT[header.format]
@@ -77,12 +80,14 @@ def check_header(data: bytes, index: int, limits: DecodeLimits) -> ImageHeader:
     return header
 
 
-def read_header(data: bytes, index: int, limits: DecodeLimits) -> Image.Image:
+def read_header(
+    data: bytes, index: int, limits: DecodeLimits, header: ImageHeader | None = None
+) -> Image.Image:
     """Parse the header only (no pixel data) and apply the format and size limits (415/413/400).
 
     JPEG and PNG are routed by their header bytes (service.engine.image_header): the limits are
     checked there, and Pillow opens the image with that one plugin instead of trying each in turn."""
-    header = check_header(data, index, limits)
+    header = check_header(data, index, limits, header)
     formats = None if header.pixels is None else [PILLOW_FORMAT[header.format]]
     try:
         image = Image.open(io.BytesIO(data), formats=formats)
@@ -112,9 +117,12 @@ def _check_pixels(width: int, height: int, index: int, limits: DecodeLimits) -> 
         )
 
 
-def decode_image(data: bytes, index: int, limits: DecodeLimits, resize: Callable) -> torch.Tensor:
-    """One encoded image -> [3, S, S] uint8; raises 415/413/400 errors naming image `index`."""
-    image = read_header(data, index, limits)
+def decode_image(
+    data: bytes, index: int, limits: DecodeLimits, resize: Callable, header: ImageHeader | None = None
+) -> torch.Tensor:
+    """One encoded image -> [3, S, S] uint8; raises 415/413/400 errors naming image `index`.
+    `header`: read_image_header(data), where the caller has read it already."""
+    image = read_header(data, index, limits, header)
     try:
         rgb = image.convert("RGB")  # decodes the pixel data
     except Exception as error:  # truncated or corrupt data: OSError, SyntaxError, ValueError ...
@@ -162,13 +170,16 @@ class Decoder:
 
     async def decode(self, blobs: Sequence[bytes]) -> Pixels:
         """N encoded images -> [N, 3, S, S] uint8 (CPU); the error of the first bad image."""
-        pixels = request_pixels(blobs)
+        headers = [read_image_header(blob) for blob in blobs]  # once: sizes here, limits in decode
+        pixels = request_pixels(headers)
         if pixels <= INLINE_PIXELS:
-            images = self.decode_slice(blobs, range(len(blobs)))
+            images = self.decode_slice(blobs, headers, range(len(blobs)))
         else:
             loop = asyncio.get_running_loop()
             slices = contiguous_slices(len(blobs), self.jobs(pixels))
-            jobs = [loop.run_in_executor(self.pool, self.decode_slice, blobs, part) for part in slices]
+            jobs = [
+                loop.run_in_executor(self.pool, self.decode_slice, blobs, headers, part) for part in slices
+            ]
             results = await asyncio.gather(*jobs, return_exceptions=True)
             for result in results:  # in image order: the first slice with an error has the first
                 if isinstance(result, BaseException):
@@ -186,8 +197,10 @@ class Decoder:
             return self.threads
         return max(1, min(self.threads, math.ceil(pixels / PIXELS_PER_JOB)))
 
-    def decode_slice(self, blobs: Sequence[bytes], indices: range) -> list[torch.Tensor]:
-        return [decode_image(blobs[i], i, self.limits, self.resize) for i in indices]
+    def decode_slice(
+        self, blobs: Sequence[bytes], headers: Sequence[ImageHeader], indices: range
+    ) -> list[torch.Tensor]:
+        return [decode_image(blobs[i], i, self.limits, self.resize, headers[i]) for i in indices]
 
     def close(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)
@@ -200,11 +213,11 @@ def available_cpus() -> int:
     return os.cpu_count() or 1
 
 
-def request_pixels(blobs: Sequence[bytes]) -> float:
+def request_pixels(headers: Sequence[ImageHeader]) -> float:
     """The pixels of all the images by their headers; infinite if any header does not say."""
     total = 0
-    for blob in blobs:
-        pixels = read_image_header(blob).pixels
+    for header in headers:
+        pixels = header.pixels
         if pixels is None:
             return math.inf
         total += pixels

@@ -27,6 +27,7 @@ from service.engine.decode import (
     request_pixels,
     rgb_tensor,
 )
+from service.engine.image_header import ImageHeader, read_image_header
 from service.errors import CorruptImage, TooLarge, UnsupportedMedia
 
 LIMITS = DecodeLimits(max_pixels=1_000_000, formats=("JPEG", "PNG"))
@@ -140,7 +141,7 @@ def test_pool_jobs_follow_the_pixels(
     pool = decoder(threads=3)
     jobs = []
     submit = pool.pool.submit
-    monkeypatch.setattr(pool.pool, "submit", lambda fn, *args: jobs.append(args[1]) or submit(fn, *args))
+    monkeypatch.setattr(pool.pool, "submit", lambda fn, *args: jobs.append(args[-1]) or submit(fn, *args))
     blobs = [encoded(size, "JPEG") for size in sizes]
     pixels = asyncio.run(pool.decode(blobs))
     assert jobs == expected
@@ -172,8 +173,22 @@ def test_the_first_bad_image_is_the_error(count: int) -> None:
 
 
 def test_an_image_without_a_readable_header_size_goes_to_the_pool() -> None:
-    assert request_pixels([encoded((8, 8), "BMP")]) == math.inf
-    assert request_pixels([encoded((64, 48), "PNG")] * 2) == 2 * 64 * 48
+    assert request_pixels([read_image_header(encoded((8, 8), "BMP"))]) == math.inf
+    assert request_pixels([read_image_header(encoded((64, 48), "PNG"))] * 2) == 2 * 64 * 48
+
+
+@pytest.mark.parametrize("count", [2, 12])  # inline, and on the pool
+def test_each_header_is_read_once_per_request(count: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    reads: list[int] = []
+
+    def counted(data: bytes) -> ImageHeader:
+        reads.append(len(data))
+        return read_image_header(data)
+
+    monkeypatch.setattr(decode_module, "read_image_header", counted)
+    blobs = [encoded((64 + i, 48), "JPEG") for i in range(count)]
+    pixels = asyncio.run(decoder().decode(blobs))
+    assert len(pixels) == count and len(reads) == count
 
 
 def test_contiguous_slices() -> None:
