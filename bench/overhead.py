@@ -1,8 +1,10 @@
 """The service's own CPU cost per request, next to the floor (issue 16): `make bench-overhead`.
 
-Three servers on loopback, run side by side in one run on the same machine:
+Servers on loopback, run side by side in one run on the same machine:
 - bare: FastAPI parsing the same multipart body and reading each image's header, answering a
   fixed JSON (bench/overhead_servers.py): what any Python server pays for the request;
+- bare + decode: the same, also decoding each image with clipserve's decoder (Pillow, resize +
+  crop to the model's input): what any server that looks at the pixels pays;
 - clipserve with the tiny random model (clipserve-tiny-vit on the CPU);
 - clipserve with the identity image encoder (bench/overhead_servers.py, bench only): everything
   the service does except model compute; once more with --max-wait-ms 0, so a batch does not wait
@@ -16,7 +18,7 @@ over rounds, CPU per request the total over all rounds. Then py-spy samples the 
 under single-image load and the samples are attributed to stages (bench/overhead_profile.py).
 Rewrites the `overhead` section of docs/PERFORMANCE.md.
 
-    python bench/overhead.py                                # the full run (~4 minutes)
+    python bench/overhead.py                                # the full run (~5 minutes)
     python bench/overhead.py --seconds 1 --rounds 1 --no-profile --out /tmp/o.md   # smoke
 """
 
@@ -45,7 +47,13 @@ from bench.report import replace_section
 from bench.server_process import ServerProcess, clipserve_command, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
-SERVERS = ("bare", "clipserve tiny", "clipserve identity", "clipserve identity, max_wait_ms=0")
+SERVERS = (
+    "bare",
+    "bare + decode",
+    "clipserve tiny",
+    "clipserve identity",
+    "clipserve identity, max_wait_ms=0",
+)
 LABELS = ["cat", "dog", "bird", "car", "truck", "boat", "plane", "chair", "table", "lamp"]
 
 
@@ -91,21 +99,22 @@ def start_servers(args: argparse.Namespace) -> dict[str, ServerProcess]:
         "--max-inflight-requests", "4096", "--max-queue-images", "65536", *args.serve_args.split(),
     ]  # fmt: skip
     ports = [free_port() for _ in SERVERS]
+    identity = [sys.executable, script, "identity"]
     commands = {
         "bare": [sys.executable, script, "bare", "--port", str(ports[0])],
-        "clipserve tiny": clipserve_command(ports[1], *common),
-        "clipserve identity": [sys.executable, script, "identity", "--port", str(ports[2]), *common],
-        # the same without the batcher's wait for company: what the wait costs 8 closed-loop clients
-        SERVERS[3]: [
+        "bare + decode": [
             sys.executable,
             script,
-            "identity",
+            "bare",
             "--port",
-            str(ports[3]),
-            *common,
-            "--max-wait-ms",
-            "0",
+            str(ports[1]),
+            "--decode-arch",
+            args.arch,
         ],
+        "clipserve tiny": clipserve_command(ports[2], *common),
+        "clipserve identity": [*identity, "--port", str(ports[3]), *common],
+        # the same without the batcher's wait for company: what the wait costs 8 closed-loop clients
+        SERVERS[4]: [*identity, "--port", str(ports[4]), *common, "--max-wait-ms", "0"],
     }
     servers: dict[str, ServerProcess] = {}
     try:

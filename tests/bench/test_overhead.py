@@ -1,4 +1,4 @@
-"""bench/overhead.py end to end at its smallest (three real servers, both request shapes, py-spy),
+"""bench/overhead.py end to end at its smallest (its five real servers, both request shapes, py-spy),
 and the stage attribution of the profile on hand-written stacks."""
 
 from __future__ import annotations
@@ -12,11 +12,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from bench import overhead
+from bench.images import photo_jpeg
 from bench.overhead_profile import attribute, py_spy, stage_of
-from bench.overhead_servers import IdentityEncoder
+from bench.overhead_servers import IdentityEncoder, bare_app, clipserve_decoder
 
 
-def test_three_servers_two_shapes_and_the_section(tmp_path: Path) -> None:
+def test_every_server_both_shapes_and_the_section(tmp_path: Path) -> None:
     out, figures_json = tmp_path / "PERFORMANCE.md", tmp_path / "overhead.json"
     profile = ["--profile", "--profile-seconds", "1"] if py_spy() else ["--no-profile"]
     figures = overhead.main(
@@ -31,10 +32,26 @@ def test_three_servers_two_shapes_and_the_section(tmp_path: Path) -> None:
     text = out.read_text()
     assert "<!-- bench:overhead:start -->" in text and "| clipserve identity | 3 |" in text
     assert "bench/overhead.py --seconds 0.5" in text and "load average at start" in text
+    assert "Against `bare + decode`, the floor of a server that decodes: " in text
     if py_spy():
         assert set(figures["profile"]) == {"busy threads", "GIL holder"}, figures["profile"]
         assert "| decode (Pillow) |" in text and "batch wait (queue)" in text
     assert figures_json.exists()
+
+
+def test_the_decoding_floor_decodes_what_the_bare_floor_only_reads_the_header_of() -> None:
+    from fastapi.testclient import TestClient
+
+    from service.errors import CorruptImage
+
+    jpeg = photo_jpeg(64, 48)
+    cut = jpeg[: len(jpeg) // 2]  # the header is whole, the pixel data cut short
+    bare = TestClient(bare_app())
+    assert bare.post("/classify", files={"images": ("a.jpg", cut, "image/jpeg")}).status_code == 200
+    decoding = TestClient(bare_app(clipserve_decoder("clipserve-tiny-vit")))
+    with pytest.raises(CorruptImage):
+        decoding.post("/classify", files={"images": ("a.jpg", cut, "image/jpeg")})
+    assert decoding.post("/classify", files={"images": ("a.jpg", jpeg, "image/jpeg")}).status_code == 200
 
 
 def test_the_identity_encoder_gives_unit_features_of_the_models_width() -> None:
