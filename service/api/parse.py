@@ -15,6 +15,7 @@ import binascii
 import json
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
+from typing import TypeVar
 from urllib.parse import parse_qs
 
 from pydantic import BaseModel, ConfigDict, StrictInt, ValidationError
@@ -155,9 +156,13 @@ async def _parse_multipart(
     return _validated(settings, images, *_fields(_merged(fields, query)))
 
 
-def _parse_json(body: bytes, settings: Settings, query: dict[str, list[str]]) -> ClassifyInput:
+M = TypeVar("M", bound=BaseModel)
+
+
+def load_json(body: bytes, model: type[M]) -> M:
+    """Malformed JSON is a 400; JSON of the wrong shape a 422 naming the fields (every JSON route)."""
     try:
-        payload = ClassifyJSON.model_validate(json.loads(body))
+        return model.model_validate(json.loads(body))
     except json.JSONDecodeError as error:
         raise BadInput(f"body is not valid JSON: {error}") from error
     except UnicodeDecodeError as error:
@@ -166,6 +171,10 @@ def _parse_json(body: bytes, settings: Settings, query: dict[str, list[str]]) ->
         raise BadInput("JSON body is nested too deeply") from error
     except ValidationError as error:
         raise Invalid(_summarise(error)) from error
+
+
+def _parse_json(body: bytes, settings: Settings, query: dict[str, list[str]]) -> ClassifyInput:
+    payload = load_json(body, ClassifyJSON)
     if len(payload.images) > settings.max_images:
         raise TooLarge(f"{len(payload.images)} images exceed max_images={settings.max_images}")
     urls = {i: image for i, image in enumerate(payload.images) if is_url(image)}

@@ -18,7 +18,8 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, StrictInt
 
 from service.api.embed import Embedded, TextPrompt
-from service.api.protocols.common import images_from_text, load_json
+from service.api.parse import load_json
+from service.api.protocols.common import images_from_text
 from service.errors import Invalid, TooLarge
 from service.settings import Settings
 

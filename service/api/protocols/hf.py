@@ -21,8 +21,8 @@ from starlette.requests import Request
 
 from models.zeroshot import resolve_templates
 from service.api.classify import Scored, top_k
-from service.api.parse import ClassifyInput, _check_labels, read_body
-from service.api.protocols.common import content_type, images_from_text, load_json
+from service.api.parse import ClassifyInput, _check_labels, load_json, read_body
+from service.api.protocols.common import content_type, images_from_text
 from service.errors import Invalid, UnsupportedMedia
 from service.settings import Settings
 

@@ -24,8 +24,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, StrictBool, StrictFloat, StrictInt, StrictStr
 
 from models.zeroshot import resolve_templates
-from service.api.parse import _check_labels
-from service.api.protocols.common import images_from_text, load_json
+from service.api.parse import _check_labels, load_json
+from service.api.protocols.common import images_from_text
 from service.errors import BadInput, Invalid, TooLarge
 from service.settings import Settings
 
