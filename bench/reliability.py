@@ -150,12 +150,25 @@ def gpu_reserved_bytes(server: ServerProcess) -> list[float]:
     return []
 
 
+def left_in_server(server: ServerProcess) -> dict[str, float]:
+    """The in-flight requests and queued images the service reports once every request it was sent has
+    been answered: anything but zero is a slot or a queue entry that the overload leaked."""
+    text = httpx.get(server.url + "/metrics", timeout=5).text
+    gauges = {"clipserve_inflight_requests": "inflight_requests", "clipserve_queue_depth": "queued_images"}
+    left = dict.fromkeys(gauges.values(), 0.0)
+    for family in text_string_to_metric_families(text):
+        if family.name in gauges:
+            left[gauges[family.name]] += sum(sample.value for sample in family.samples)
+    return left
+
+
 def overload(server: ServerProcess, request: bytes, rate: float, seconds: float) -> dict[str, Any]:
     # 256 connections: far more than max_inflight_requests, so the server (not the client) must refuse
     records = open_loop(server.port, [request], 3 * rate, seconds, 2, 256, DEADLINE_S * 3)
     refused = [r for r in records if r.status == 429]
     recovery_seconds = max(2.0, seconds / 2)
     recovery = open_loop(server.port, [request], 0.5 * rate, recovery_seconds, 2, 256, DEADLINE_S * 3)
+    after_first_second = [r for r in recovery if r.due >= recovery[0].due + 1]
     return {
         **figures(records, seconds),
         "offered_per_s": round(3 * rate, 1),
@@ -171,9 +184,11 @@ def overload(server: ServerProcess, request: bytes, rate: float, seconds: float)
         "recovery_first_second_codes": figures([r for r in recovery if r.due < recovery[0].due + 1], 1)[
             "codes"
         ],
-        "recovery_after_first_second_codes": figures(
-            [r for r in recovery if r.due >= recovery[0].due + 1], 1
-        )["codes"],
+        "recovery_after_first_second_codes": figures(after_first_second, 1)["codes"],
+        "recovery_after_first_second_ok_share": round(
+            sum(1 for r in after_first_second if r.status == 200) / max(1, len(after_first_second)), 4
+        ),
+        "left_in_server": left_in_server(server),  # every request above has been answered by now
     }
 
 
@@ -358,6 +373,7 @@ def verdicts(r: dict[str, Any]) -> dict[str, bool]:
         "overload: zero 5xx": o["server_errors"] == 0,
         "overload: accepted requests within their deadline (client-side)": o["accepted_over_deadline"] == 0,
         "overload: recovery within 1 s (all 200 at 50% after the first second)": set(o["recovery_after_first_second_codes"]) == {"200"},
+        "overload: nothing leaked (in-flight requests and queued images back to 0)": set(o["left_in_server"].values()) == {0},
         "hot swap: zero failed requests": h["failed_requests"] == 0,
         "hot swap: answers consistent with their version": h["version_sha_mismatches"] == 0
         and h["shas_not_from_known_files"] == 0 and h["shas_with_differing_answers"] == 0,

@@ -25,7 +25,8 @@ def table(results: dict[str, Any], checks: dict[str, bool]) -> str:
          f"{o['refused_without_retry_after'] == 0}; accepted p99 {o['p99_ms']} ms (in the server "
          f"{o['accepted_p99_server_ms']} ms), max {o['max_ms']} ms "
          f"(deadline 5 s); recovery at 50%: codes {o['recovery_first_second_codes']} in the first second, "
-         f"then {o['recovery_after_first_second_codes']}, p99 {o['recovery']['p99_ms']} ms"),
+         f"then {o['recovery_after_first_second_codes']}, p99 {o['recovery']['p99_ms']} ms; left in the server "
+         f"after it: {o['left_in_server']}"),
         ("hot swap under load", f"{h['good_swaps']} good swaps + {h['bad_files_tried']} bad files, "
          f"{h['requests']} requests", f"failed {h['failed_requests']}; {h['versions_answering']} versions answered; "
          f"version/sha mismatches {h['version_sha_mismatches']}; bad refused and previous kept "
