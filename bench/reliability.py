@@ -9,7 +9,8 @@ loopback, then docs/RELIABILITY.md. Every loop is bounded in count and time and 
 Phases, in order, on one server process (the tiny random model; CPU unless --device cuda):
 capacity (closed loop, the most successful req/s), sustained at 80% of it (zero 5xx, latency per
 window, RSS growth after warm-up), overload at 3x (429 + Retry-After fast, accepted requests inside
-their deadline, recovery at 50%), 100 swaps with corrupt and incompatible files under traffic,
+their deadline, recovery at 50%), 100 swaps between CoOp, MaPLe and CoCoOp versions (the three lane
+kinds) with corrupt and incompatible files under traffic,
 SIGTERM under traffic (every request sent before the signal answered 200), and a restart.
 """
 
@@ -39,6 +40,7 @@ from bench.loadgen import Record, closed_loop, open_loop, quantile, raw_classify
 from bench.reliability_report import write_report
 from bench.server_process import ServerProcess, clipserve_command, free_port
 from models.backbone import build_backbone, file_sha256
+from tests.models.prompts.helpers import make_learner as make_method
 from tests.service.conftest import image_bytes, make_learner, write_checkpoint
 
 TOKEN = "reliability-token"
@@ -307,14 +309,17 @@ def restart(folder: Path, device: str, before: dict[str, str]) -> dict[str, Any]
 
 
 def checkpoints(folder: Path) -> tuple[dict[str, str], dict[str, int]]:
-    """pets.safetensors (watched), three good versions and four bad files in versions/."""
+    """pets.safetensors (watched), three good versions, one per lane kind (CoOp: the shared encoder,
+    MaPLe: its own image tower, CoCoOp: image-conditioned text), and four bad files in versions/."""
     backbone = build_backbone("clipserve-tiny-vit", pretrained=None, seed=0)
     write_checkpoint(folder / "pets.safetensors", make_learner(backbone, seed=100))
+    versions = [make_learner(backbone, seed=100)] + [
+        make_method(name, backbone, seed=101 + i).serving_learner().eval()
+        for i, name in enumerate(("maple", "cocoop"))
+    ]
     files = {}
-    for i in range(3):
-        path = write_checkpoint(
-            folder / f"versions/pets-{i}.safetensors", make_learner(backbone, seed=100 + i)
-        )
+    for i, learner in enumerate(versions):
+        path = write_checkpoint(folder / f"versions/pets-{i}.safetensors", learner)
         files[f"versions/pets-{i}.safetensors"] = file_sha256(path)
     good = (folder / "versions/pets-0.safetensors").read_bytes()
     (folder / "versions/flipped.safetensors").write_bytes(good[:-8] + bytes(8))

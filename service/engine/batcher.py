@@ -232,6 +232,9 @@ class Lane:
                 job.future.cancel()
         self.queue.clear()
         self.executor.shutdown(wait=False, cancel_futures=True)
+        # The forward holds a version's learner (its own image tower, or its text side): a request
+        # that still holds the closed lane must not keep those weights in memory.
+        self.forward = closed_forward
 
 
 def per_job_cosines(features: torch.Tensor, jobs: list[Job]) -> list[torch.Tensor | Exception]:
@@ -244,6 +247,10 @@ def per_job_cosines(features: torch.Tensor, jobs: list[Job]) -> list[torch.Tenso
         outputs.append(rows if job.target is EMBEDDINGS else rows @ job.target.t())
         start += job.size
     return outputs
+
+
+def closed_forward(x: torch.Tensor, jobs: list[Job]) -> list[torch.Tensor | Exception]:
+    raise RuntimeError("this lane is closed: its version was retired")
 
 
 def stock_forward(encoder: ImageEncoder) -> Forward:
