@@ -103,7 +103,8 @@ class Lane:
         follow_default_stream(self.stream, device)  # once: weights and learner tensors written at load
         self.queue: deque[Job] = deque()
         self.queued = 0  # images in the queue
-        self.wake = asyncio.Event()
+        self.wake = asyncio.Event()  # set by every submit: the lane's queue is not empty
+        self.filled: asyncio.Future[None] | None = None  # while a batch waits to fill: resolved once full
         self.executor = ThreadPoolExecutor(1, thread_name_prefix=f"lane-{kind}")
         self.batch_seconds = 0.01  # moving average, for Retry-After
         self.task: asyncio.Task[None] | None = asyncio.get_running_loop().create_task(self._loop())
@@ -122,6 +123,8 @@ class Lane:
         self.queue.append(job)
         self._count(n)
         self.wake.set()
+        if self.filled is not None and self.queued >= self.config.max_batch:
+            _resolve(self.filled)
         try:
             return await job.future
         finally:
@@ -158,15 +161,20 @@ class Lane:
                 log.exception("%s lane: batch failed", self.kind)
 
     async def _wait_to_fill(self, until: float) -> None:
-        while self.queued < self.config.max_batch and self.queue:
-            remaining = until - time.monotonic()
-            if remaining <= 0:
-                return
-            self.wake.clear()
-            try:
-                await asyncio.wait_for(self.wake.wait(), remaining)
-            except TimeoutError:
-                return
+        """Until the queue holds a full batch or `until`. One future and one timer per batch, woken
+        by the submit that fills it: waking on every submit (an `asyncio.wait_for` each) cost the
+        event loop more per request than the rest of the lane's bookkeeping (bench/overhead.py)."""
+        remaining = until - time.monotonic()
+        if self.queued >= self.config.max_batch or remaining <= 0:
+            return
+        loop = asyncio.get_running_loop()
+        self.filled = loop.create_future()
+        timer = loop.call_later(remaining, _resolve, self.filled)
+        try:
+            await self.filled
+        finally:
+            timer.cancel()
+            self.filled = None
 
     def _take(self) -> list[Job]:
         jobs: list[Job] = []
@@ -247,6 +255,11 @@ def per_job_cosines(features: torch.Tensor, jobs: list[Job]) -> list[torch.Tenso
         outputs.append(rows if job.target is EMBEDDINGS else rows @ job.target.t())
         start += job.size
     return outputs
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 def closed_forward(x: torch.Tensor, jobs: list[Job]) -> list[torch.Tensor | Exception]:
