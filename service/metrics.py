@@ -23,6 +23,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
 LATENCY_BUCKETS = tuple(0.0005 * 1.5**i for i in range(30))  # 0.5 ms .. ~64 s, geometric
+GC_BUCKETS = tuple(0.0001 * 2**i for i in range(14))  # 0.1 ms .. ~0.8 s, doubling
 BATCH_BUCKETS = tuple(float(2**i) for i in range(11))  # 1 .. 1024
 STAGES = ("decode", "text", "queue", "encode", "score")
 REJECTIONS = (
@@ -228,6 +229,14 @@ class Metrics:
             "clipserve_process_open_fds",
             "Open file descriptors of the service's live processes" + SUMMED,
             multiprocess_mode="livesum",
+            registry=r,
+        )
+        self.gc_pause = Histogram(
+            "clipserve_gc_pause_seconds",
+            "Python garbage-collection pauses by generation: every thread of the process waits "
+            "(service/heap.py)",
+            ["generation"],
+            buckets=GC_BUCKETS,
             registry=r,
         )
         self.model_requests = Counter(

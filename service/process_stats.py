@@ -1,5 +1,5 @@
-"""This process's CPU time, resident memory and open files, into Metrics (stdlib only; Linux /proc
-for memory and open files, which are left unset where /proc is absent)."""
+"""This process's CPU time, resident memory, open files and garbage-collection pauses, into Metrics
+(stdlib only; Linux /proc for memory and open files, which are left unset where /proc is absent)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import asyncio
 import os
 from pathlib import Path
 
+from service.heap import GcPauses
 from service.metrics import Metrics
 
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
@@ -17,8 +18,10 @@ class ProcessStats:
     def __init__(self, metrics: Metrics) -> None:
         self.metrics = metrics
         self.cpu_counted = 0.0
+        self.gc_pauses = GcPauses()  # installed while the app runs (service.api.app's lifespan)
 
     def update(self) -> None:
+        self.gc_pauses.flush(self.metrics.gc_pause)
         times = os.times()
         cpu = times.user + times.system
         self.metrics.process_cpu.inc(max(0.0, cpu - self.cpu_counted))  # a counter: add what is new

@@ -32,6 +32,7 @@ from service.engine.cuda_graphs import default_buckets, graphed_image_encoder
 from service.engine.decode import DecodeLimits, Decoder, ImageDecoder, Pixels
 from service.engine.device_decode import DeviceDecoder, tensor_decode_problem
 from service.errors import NotReady
+from service.heap import freeze_startup_heap
 from service.metrics import Metrics, multiprocess_dir
 from service.settings import ZEROSHOT_MODEL, Settings
 
@@ -91,12 +92,14 @@ class State:
 
     async def load(self) -> None:
         try:
-            self.runtime = await start_runtime(self.settings, self.metrics, self.started)
+            runtime = await start_runtime(self.settings, self.metrics, self.started)
         except Exception as error:
             self.error = f"start-up failed: {error}"
             log.exception("start-up failed")
         else:
-            log.info("ready: %s", ", ".join(self.runtime.registry.active))
+            frozen = freeze_startup_heap()  # before ready: full collections skip these (service/heap.py)
+            self.runtime = runtime
+            log.info("ready: %s (%d start-up objects frozen)", ", ".join(runtime.registry.active), frozen)
 
     async def stop(self) -> None:
         if self.task is not None and not self.task.done():

@@ -222,14 +222,23 @@ def gpu(y: int) -> list[dict[str, Any]]:
         for kind in ("allocated", "reserved", "total")
     ]
     return [
-        row("GPU", y),
+        row("GPU and process", y),
         panel(
             "timeseries",
             "GPU memory",
-            (0, y + 1, 24, 8),
+            (0, y + 1, 16, 8),
             series,
             unit="bytes",
             description="From torch's allocator at scrape time; replicas on the CPU export no series.",
+        ),
+        panel(
+            "timeseries",
+            "Garbage-collection pauses",
+            (16, y + 1, 8, 8),
+            quantiles("clipserve_gc_pause_seconds", "generation", "gen {{generation}}")[2:],
+            unit="s",
+            description="p99 of Python's collection pauses per generation; every thread waits for "
+            "one. Start-up objects are frozen out of full collections (service/heap.py).",
         ),
     ]
 

@@ -57,6 +57,7 @@ def create_app(settings: Settings | None = None, started: int | None = None) -> 
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        process_stats.gc_pauses.install()
         if state.settings.workers == 1:
             state.start()
         else:  # a worker takes connections only once it can serve them (its peers serve meanwhile)
@@ -71,6 +72,7 @@ def create_app(settings: Settings | None = None, started: int | None = None) -> 
         with contextlib.suppress(asyncio.CancelledError):
             await sampler
         await state.stop()
+        process_stats.gc_pauses.remove()
 
     app = FastAPI(
         title="clipserve",
