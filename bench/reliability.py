@@ -108,6 +108,7 @@ def sustained(server: ServerProcess, request: bytes, rate: float, seconds: float
     rss: list[tuple[float, int]] = []
     gpu: list[tuple[float, float]] = []  # reserved bytes, from the service's /metrics (CUDA only)
     started = time.monotonic()
+    collections_before = full_collections(server)
     with ThreadPoolExecutor(1) as pool:  # the load runs in child processes; this thread samples memory
         load = pool.submit(open_loop, server.port, [request], rate, seconds, 2, 256, DEADLINE_S * 3)
         while not load.done():
@@ -116,6 +117,9 @@ def sustained(server: ServerProcess, request: bytes, rate: float, seconds: float
             time.sleep(1.0)
         records = load.result()
     rss.append((time.monotonic(), server.rss()))
+    collections = [
+        after - before for after, before in zip(full_collections(server), collections_before, strict=True)
+    ]
     warm = started + 0.2 * seconds
     after = [value for at, value in rss if at >= warm]
     base = after[0] if after else rss[-1][1]
@@ -138,6 +142,8 @@ def sustained(server: ServerProcess, request: bytes, rate: float, seconds: float
         "rss_growth": round(growth, 4),
         "gpu_reserved_mb_after_warmup": round(gpu_after[0] / 2**20, 1) if gpu_after else None,
         "gpu_reserved_growth": round(max(gpu_after) / gpu_after[0] - 1, 4) if gpu_after else None,
+        "full_collections": int(collections[0]),  # generation-2 garbage collections in the server
+        "full_collections_over_50ms": int(collections[1]),
         # no upward drift: the last three tenths' median p99 within 2x (+20 ms) of tenths 3-5's
         "latency_stable": sorted(settled[-3:])[1] <= 2 * sorted(settled[:3])[1] + 20,
     }
@@ -150,6 +156,24 @@ def gpu_reserved_bytes(server: ServerProcess) -> list[float]:
         if family.name == "clipserve_gpu_memory_reserved_bytes" and family.samples:
             return [family.samples[0].value]
     return []
+
+
+def full_collections(server: ServerProcess) -> tuple[float, float]:
+    """(count, of which over 50 ms) of the server's generation-2 garbage collections so far, from
+    its clipserve_gc_pause_seconds histogram (service/heap.py)."""
+    text = httpx.get(server.url + "/metrics", timeout=5).text
+    count = under = 0.0
+    for family in text_string_to_metric_families(text):
+        if family.name != "clipserve_gc_pause_seconds":
+            continue
+        for sample in family.samples:
+            if sample.labels.get("generation") != "2":
+                continue
+            if sample.name.endswith("_count"):
+                count = sample.value
+            elif sample.name.endswith("_bucket") and float(sample.labels["le"]) == 0.0512:
+                under = sample.value
+    return count, count - under
 
 
 def left_in_server(server: ServerProcess) -> dict[str, float]:
