@@ -25,6 +25,7 @@ from tests.service.conftest import (
     offline_scores,
     running,
     server_settings,
+    under_load,
     wait_until,
 )
 from tests.service.conftest import write_checkpoint as write
@@ -80,22 +81,16 @@ def test_twenty_swaps_under_concurrent_load_fail_no_request(tmp_path: Path, tiny
     results: list = []
     held: list = []
 
-    async def scenario(server: Any) -> list:
-        stop = asyncio.Event()
-        async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
-            held.append(weakref.ref(server.registry.active["pets"].learner))
-            workers = [
-                asyncio.create_task(keep_classifying(client, blob, stop, results)) for _ in range(WORKERS)
-            ]
-            try:
-                return await swap_repeatedly(client, server, files, held, results)
-            finally:
-                await asyncio.sleep(0.1)
-                stop.set()
-                await asyncio.gather(*workers)
-
     with running(server_settings(tmp_path, max_wait_ms=2, watch=False)) as server:
-        swaps = asyncio.run(scenario(server))
+        held.append(weakref.ref(server.registry.active["pets"].learner))
+        swaps = asyncio.run(
+            under_load(
+                server.url,
+                WORKERS,
+                lambda client, stop: keep_classifying(client, blob, stop, results),
+                lambda client: swap_repeatedly(client, server, files, held, results),
+            )
+        )
         wait_until(lambda: not server.registry.retired, timeout_s=10)
         active = server.registry.active["pets"]
         cached_versions = {key[0] for key in server.state.runtime.text.entries}

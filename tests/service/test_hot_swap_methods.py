@@ -26,6 +26,7 @@ from tests.service.conftest import (
     offline_scores,
     running,
     server_settings,
+    under_load,
     wait_until,
 )
 from tests.service.conftest import write_checkpoint as write
@@ -91,21 +92,15 @@ def test_a_name_swapped_between_methods_and_lanes_under_load_fails_no_request(
     results: list = []
     held: list = []
 
-    async def scenario(server: Any) -> list:
-        stop = asyncio.Event()
-        async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
-            workers = [
-                asyncio.create_task(keep_classifying(client, blob, stop, results)) for _ in range(CLIENTS)
-            ]
-            try:
-                return await swap_through(client, server, files, results, held)
-            finally:
-                await asyncio.sleep(0.1)
-                stop.set()
-                await asyncio.gather(*workers)
-
     with running(server_settings(tmp_path, max_wait_ms=2, watch=False)) as server:
-        swaps = asyncio.run(scenario(server))
+        swaps = asyncio.run(
+            under_load(
+                server.url,
+                CLIENTS,
+                lambda client, stop: keep_classifying(client, blob, stop, results),
+                lambda client: swap_through(client, server, files, results, held),
+            )
+        )
         wait_until(lambda: not server.registry.retired, timeout_s=10)
         shared = server.state.runtime.batcher.shared
         retired = held[:-1]
