@@ -33,6 +33,7 @@ from typing import Any
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.samples import Sample
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -40,6 +41,7 @@ from bench.loadgen import Record, closed_loop, open_loop, quantile, raw_classify
 from bench.reliability_report import write_report
 from bench.server_process import ServerProcess, clipserve_command, free_port
 from models.backbone import build_backbone, file_sha256
+from service.metrics import GC_BUCKETS
 from tests.models.prompts.helpers import make_learner as make_method
 from tests.service.conftest import image_bytes, make_learner, write_checkpoint
 
@@ -48,6 +50,8 @@ LABELS = ["cat", "dog", "zebra"]
 QUEUE_IMAGES = 256
 INFLIGHT = 128  # about capacity x 0.4 s: bursts at 80% fit, 3x does not
 DEADLINE_S = 5.0
+SLOW_COLLECTION_S = 0.0512  # "over 50 ms": a bucket bound of clipserve_gc_pause_seconds
+assert SLOW_COLLECTION_S in GC_BUCKETS
 
 
 @dataclass
@@ -149,43 +153,43 @@ def sustained(server: ServerProcess, request: bytes, rate: float, seconds: float
     }
 
 
+def scrape(server: ServerProcess, *names: str) -> dict[str, list[Sample]]:
+    """The samples of the named metric families in one scrape of the server's /metrics ([] for a
+    family it does not export)."""
+    text = httpx.get(server.url + "/metrics", timeout=5).text
+    found: dict[str, list[Sample]] = {name: [] for name in names}
+    for family in text_string_to_metric_families(text):
+        if family.name in found:
+            found[family.name] = family.samples
+    return found
+
+
 def gpu_reserved_bytes(server: ServerProcess) -> list[float]:
     """clipserve_gpu_memory_reserved_bytes of the first device ([] on CPU: the gauge is absent)."""
-    text = httpx.get(server.url + "/metrics", timeout=5).text
-    for family in text_string_to_metric_families(text):
-        if family.name == "clipserve_gpu_memory_reserved_bytes" and family.samples:
-            return [family.samples[0].value]
-    return []
+    samples = scrape(server, "clipserve_gpu_memory_reserved_bytes")["clipserve_gpu_memory_reserved_bytes"]
+    return [samples[0].value] if samples else []
 
 
 def full_collections(server: ServerProcess) -> tuple[float, float]:
-    """(count, of which over 50 ms) of the server's generation-2 garbage collections so far, from
+    """(count, of which over SLOW_COLLECTION_S) of the server's generation-2 garbage collections so far, from
     its clipserve_gc_pause_seconds histogram (service/heap.py)."""
-    text = httpx.get(server.url + "/metrics", timeout=5).text
     count = under = 0.0
-    for family in text_string_to_metric_families(text):
-        if family.name != "clipserve_gc_pause_seconds":
+    for sample in scrape(server, "clipserve_gc_pause_seconds")["clipserve_gc_pause_seconds"]:
+        if sample.labels.get("generation") != "2":
             continue
-        for sample in family.samples:
-            if sample.labels.get("generation") != "2":
-                continue
-            if sample.name.endswith("_count"):
-                count = sample.value
-            elif sample.name.endswith("_bucket") and float(sample.labels["le"]) == 0.0512:
-                under = sample.value
+        if sample.name.endswith("_count"):
+            count = sample.value
+        elif sample.name.endswith("_bucket") and float(sample.labels["le"]) == SLOW_COLLECTION_S:
+            under = sample.value
     return count, count - under
 
 
 def left_in_server(server: ServerProcess) -> dict[str, float]:
     """The in-flight requests and queued images the service reports once every request it was sent has
     been answered: anything but zero is a slot or a queue entry that the overload leaked."""
-    text = httpx.get(server.url + "/metrics", timeout=5).text
     gauges = {"clipserve_inflight_requests": "inflight_requests", "clipserve_queue_depth": "queued_images"}
-    left = dict.fromkeys(gauges.values(), 0.0)
-    for family in text_string_to_metric_families(text):
-        if family.name in gauges:
-            left[gauges[family.name]] += sum(sample.value for sample in family.samples)
-    return left
+    found = scrape(server, *gauges)
+    return {key: sum(sample.value for sample in found[name]) for name, key in gauges.items()}
 
 
 def overload(server: ServerProcess, request: bytes, rate: float, seconds: float) -> dict[str, Any]:
