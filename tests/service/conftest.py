@@ -6,14 +6,13 @@ registry (e.g. that a retired version was freed); everything else goes over HTTP
 
 from __future__ import annotations
 
-import asyncio
 import io
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 import numpy as np
@@ -34,7 +33,6 @@ from service.settings import Settings
 CLASSES = ["cat", "dog", "bird", "fish", "horse"]
 ADMIN_TOKEN = "test-token"
 START_TIMEOUT_S = 60.0
-T = TypeVar("T")
 
 
 class ServerThread:
@@ -78,25 +76,6 @@ def wait_until(condition: Any, timeout_s: float, interval_s: float = 0.02) -> No
     while not condition():
         assert time.monotonic() < deadline, f"condition not met within {timeout_s} s"
         time.sleep(interval_s)
-
-
-async def under_load(
-    url: str,
-    clients: int,
-    traffic: Callable[[httpx.AsyncClient, asyncio.Event], Awaitable[None]],
-    action: Callable[[httpx.AsyncClient], Awaitable[T]],
-) -> T:
-    """`action(client)` while `clients` tasks run `traffic(client, stop)` until `stop` is set (0.1 s
-    after the action, so the last version it made answers too)."""
-    stop = asyncio.Event()
-    async with httpx.AsyncClient(base_url=url, timeout=30) as client:
-        workers = [asyncio.create_task(traffic(client, stop)) for _ in range(clients)]
-        try:
-            return await action(client)
-        finally:
-            await asyncio.sleep(0.1)
-            stop.set()
-            await asyncio.gather(*workers)
 
 
 def server_settings(checkpoint_dir: Path | None = None, **overrides: Any) -> Settings:

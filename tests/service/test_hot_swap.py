@@ -25,44 +25,14 @@ from tests.service.conftest import (
     offline_scores,
     running,
     server_settings,
-    under_load,
     wait_until,
 )
 from tests.service.conftest import write_checkpoint as write
+from tests.service.swap_load import swaps_under_load, while_classifying
 
 SWAPS = 20
 WORKERS = 4
 LABELS = ["cat", "zebra", "dog"]  # "zebra" is not a trained class: encoded with each version's prompt
-
-
-async def keep_classifying(client: httpx.AsyncClient, blob: bytes, stop: asyncio.Event, out: list) -> None:
-    deadline = time.monotonic() + 60
-    for i in range(5000):
-        if stop.is_set() or time.monotonic() > deadline:
-            return
-        labels = LABELS if i % 2 else ()
-        response = await client.post("/classify", **multipart([blob], labels, model="pets"))
-        out.append((labels or CLASSES, response.status_code, response.json()))
-
-
-async def swap_repeatedly(
-    client: httpx.AsyncClient, server: Any, files: list[str], held: list, out: list
-) -> list:
-    """20 swaps, each once the load has been answered by the version before it."""
-    answers = []
-    for i in range(SWAPS + 1):
-        for _ in range(500):  # bounded: 10 s
-            if any(body["model"]["version"] == str(i + 1) for _, _, body in out[-50:]):
-                break
-            await asyncio.sleep(0.02)
-        if i == SWAPS:
-            return answers
-        response = await client.post(
-            "/admin/models/pets/swap", json={"file": files[(i + 1) % len(files)]}, headers=admin_headers()
-        )
-        answers.append((response.status_code, response.json()))
-        held.append(weakref.ref(server.registry.active["pets"].learner))
-    return answers
 
 
 def test_twenty_swaps_under_concurrent_load_fail_no_request(tmp_path: Path, tiny_backbone: Backbone) -> None:
@@ -78,19 +48,14 @@ def test_twenty_swaps_under_concurrent_load_fail_no_request(tmp_path: Path, tiny
         for sha, learner in by_sha.items()
         for labels in (CLASSES, LABELS)
     }
-    results: list = []
     held: list = []
+    order = [files[(i + 1) % len(files)] for i in range(SWAPS)]
 
     with running(server_settings(tmp_path, max_wait_ms=2, watch=False)) as server:
-        held.append(weakref.ref(server.registry.active["pets"].learner))
-        swaps = asyncio.run(
-            under_load(
-                server.url,
-                WORKERS,
-                lambda client, stop: keep_classifying(client, blob, stop, results),
-                lambda client: swap_repeatedly(client, server, files, held, results),
-            )
-        )
+        swaps, results = swaps_under_load(
+            server, blob, order, WORKERS, LABELS, CLASSES,
+            record=lambda version: held.append(weakref.ref(version.learner)), wait_s=10, seconds=60,
+        )  # fmt: skip
         wait_until(lambda: not server.registry.retired, timeout_s=10)
         active = server.registry.active["pets"]
         cached_versions = {key[0] for key in server.state.runtime.text.entries}
@@ -130,27 +95,20 @@ def test_corrupt_and_incompatible_checkpoints_are_refused_while_the_old_version_
         "unknown-method": (409, "no-such-method"),
         "missing": (404, "not found"),
     }
-    results: list = []
 
-    async def scenario(url: str) -> dict[str, httpx.Response]:
-        stop = asyncio.Event()
-        async with httpx.AsyncClient(base_url=url, timeout=30) as client:
-            workers = [asyncio.create_task(keep_classifying(client, blob, stop, results)) for _ in range(2)]
-            answers = {}
-            for name in refusals:
-                await asyncio.sleep(0.05)
-                answers[name] = await client.post(
-                    "/admin/models/pets/swap",
-                    json={"file": f"versions/{name}.safetensors"},
-                    headers=admin_headers(),
-                )
-            await asyncio.sleep(0.1)
-            stop.set()
-            await asyncio.gather(*workers)
+    async def try_each(client: httpx.AsyncClient, _: list) -> dict[str, httpx.Response]:
+        answers = {}
+        for name in refusals:
+            await asyncio.sleep(0.05)
+            answers[name] = await client.post(
+                "/admin/models/pets/swap",
+                json={"file": f"versions/{name}.safetensors"},
+                headers=admin_headers(),
+            )
         return answers
 
     with running(server_settings(tmp_path, watch=False)) as server:
-        answers = asyncio.run(scenario(server.url))
+        answers, results = while_classifying(server, blob, 2, LABELS, CLASSES, 60, try_each)
         listing = httpx.get(server.url + "/v1/models").json()
         metrics = httpx.get(server.url + "/metrics").text
 

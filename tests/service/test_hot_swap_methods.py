@@ -6,67 +6,29 @@ something still holds that closed lane (the test does)."""
 
 from __future__ import annotations
 
-import asyncio
 import gc
 import time
 import weakref
 from pathlib import Path
-from typing import Any
-
-import httpx
 
 from models.backbone import Backbone, file_sha256
 from tests.models.prompts.helpers import MANY_CLASSES
 from tests.models.prompts.helpers import make_learner as make_method
 from tests.service.conftest import (
-    admin_headers,
     assert_matches,
     image_bytes,
-    multipart,
     offline_scores,
     running,
     server_settings,
-    under_load,
     wait_until,
 )
 from tests.service.conftest import write_checkpoint as write
+from tests.service.swap_load import swaps_under_load
 
 CYCLE = ("coop", "maple", "cocoop")  # one method per lane kind: shared, custom, conditioned
 ROUNDS = 3  # swaps: every move between lane kinds, three times
 CLIENTS = 4
 NEW_LABELS = ["violin", "cat", "red fox"]  # "violin" is no trained class: encoded with each version's prompt
-
-
-async def keep_classifying(client: httpx.AsyncClient, blob: bytes, stop: asyncio.Event, out: list) -> None:
-    deadline = time.monotonic() + 90
-    for i in range(5000):
-        if stop.is_set() or time.monotonic() > deadline:
-            return
-        labels = NEW_LABELS if i % 2 else []
-        response = await client.post("/classify", **multipart([blob], labels, model="pets"))
-        out.append((labels or MANY_CLASSES, response.status_code, response.json()))
-
-
-async def swap_through(
-    client: httpx.AsyncClient, server: Any, files: list[str], out: list, held: list
-) -> list:
-    """Each swap once the load has been answered by the version before it; every version's lane and
-    a weak reference to its learner."""
-    answers = []
-    for i in range(len(files) + 1):
-        for _ in range(1000):  # bounded: 20 s
-            if any(body["model"]["version"] == str(i + 1) for _, _, body in out[-50:]):
-                break
-            await asyncio.sleep(0.02)
-        version = server.registry.active["pets"]
-        held.append((version.lane, weakref.ref(version.learner)))
-        if i == len(files):
-            return answers
-        response = await client.post(
-            "/admin/models/pets/swap", json={"file": files[i]}, headers=admin_headers()
-        )
-        answers.append((response.status_code, response.json()))
-    return answers
 
 
 def test_a_name_swapped_between_methods_and_lanes_under_load_fails_no_request(
@@ -89,18 +51,14 @@ def test_a_name_swapped_between_methods_and_lanes_under_load_fails_no_request(
         for sha, learner in by_sha.items()
         for labels in (MANY_CLASSES, NEW_LABELS)
     }
-    results: list = []
-    held: list = []
+    held: list = []  # every version's lane and a weak reference to its learner
 
     with running(server_settings(tmp_path, max_wait_ms=2, watch=False)) as server:
-        swaps = asyncio.run(
-            under_load(
-                server.url,
-                CLIENTS,
-                lambda client, stop: keep_classifying(client, blob, stop, results),
-                lambda client: swap_through(client, server, files, results, held),
-            )
-        )
+        swaps, results = swaps_under_load(
+            server, blob, files, CLIENTS, NEW_LABELS, MANY_CLASSES,
+            record=lambda version: held.append((version.lane, weakref.ref(version.learner))),
+            wait_s=20, seconds=90,
+        )  # fmt: skip
         wait_until(lambda: not server.registry.retired, timeout_s=10)
         shared = server.state.runtime.batcher.shared
         retired = held[:-1]
